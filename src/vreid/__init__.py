@@ -1,0 +1,18 @@
+"""vreid: vehicle re-identification (GLAMOR / Counter GLAMOR, metadata-aware re-ranking, AIC track2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Extractor", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so `import vreid` and `vreid --help` do not import torch.
+    if name == "Extractor":
+        from vreid.retrieval.extract import Extractor
+
+        return Extractor
+    raise AttributeError(f"module 'vreid' has no attribute {name!r}")

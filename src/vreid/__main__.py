@@ -1,0 +1,3 @@
+from vreid.cli import main
+
+main()

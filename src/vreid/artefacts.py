@@ -1,0 +1,87 @@
+"""Atomic artefact writing and run directories.
+
+Every artefact is written to a temporary file in the destination folder and renamed into place, so
+an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vreid.errors import VreidError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file keeps ``path``'s suffix so libraries that choose a format by extension
+    (numpy, Pillow, matplotlib) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def new_run_dir(base: str | os.PathLike[str], name: str, *, resume: bool = False) -> Path:
+    """Create ``base/name`` for a new run.
+
+    An existing, non-empty run directory is never reused silently: with ``resume=False`` a fresh
+    sibling ``name-2``, ``name-3`` … is created instead; with ``resume=True`` the existing one is
+    returned so the run can continue.
+    """
+    base = Path(base)
+    candidate = base / name
+    if resume or not candidate.exists() or not any(candidate.iterdir()):
+        candidate.mkdir(parents=True, exist_ok=True)
+        return candidate
+    i = 2
+    while (base / f"{name}-{i}").exists():
+        i += 1
+    candidate = base / f"{name}-{i}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def refuse_overwrite(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Raise when ``path`` exists and the caller did not ask to overwrite it."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise VreidError(
+            f"{p} already exists; pass --overwrite to replace it or choose another path"
+        )

@@ -1,0 +1,279 @@
+"""Configuration: one pydantic model per stage, loaded from YAML with ``--set key=value`` overrides.
+
+Defaults are the paper's values (Huynh et al., AIC20 Track 2) unless a field's docstring says
+otherwise. YAML files in ``configs/`` only override. Unknown keys and wrongly typed values raise
+:class:`~vreid.errors.ConfigError` naming the key and what is allowed.
+
+Each stage owns its section class below; add fields there (with a docstring) rather than reading
+ad-hoc dictionaries.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vreid.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# data (issue 2)
+class DataConfig(Section):
+    root: Path | None = None
+    """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
+    format: str = "auto"
+    """Dataset format: auto, aic20, aic21, veri776, vehicleid, folder."""
+    sim_root: Path | None = None
+    """Root of the synthetic pre-training dataset (AIC simulation layout); ``None`` skips pre-training."""
+
+
+# --------------------------------------------------------------------------------------------
+# synth (issue 3)
+class SynthConfig(Section):
+    preset: str = "demo"
+    """Size preset of the generated data: tiny, demo, aic20-scale."""
+    seed: int = 0
+    """Seed: the same seed gives a byte-identical dataset."""
+
+
+# --------------------------------------------------------------------------------------------
+# crop (issue 7)
+class CropConfig(Section):
+    enabled: bool = False
+    """Crop every image with a detector before training and testing (paper section 3.2.1)."""
+    detector: str = "fasterrcnn_mobilenet_v3_large_fpn"
+    """torchvision detector architecture."""
+    weights: Path | None = None
+    """Detector weights file; ``None``: torchvision's COCO weights from its cache."""
+    margin: float = Field(0.05, ge=0.0, le=1.0)
+    """Margin added around the chosen box, as a fraction of its width/height."""
+
+
+# --------------------------------------------------------------------------------------------
+# model (issue 5)
+class ModelConfig(Section):
+    name: str = "glamor"
+    """Model name in the registry: glamor, counter_glamor, resnet50, resnext101_32x8d."""
+    backbone: str = "resnet50"
+    """Trunk: resnet50 (paper) or a smaller torchvision ResNet (resnet18, resnet34) for CPU work."""
+    pretrained: Path | None = None
+    """ImageNet trunk weights file; ``None`` trains from scratch as the paper does."""
+    last_stride: int = 1
+    """Stride of the last stage (1 doubles the final feature map, usual in re-id)."""
+    image_size: tuple[int, int] = (128, 256)
+    """Input (height, width); the paper uses 128×256 because vehicles are wider than tall."""
+
+
+# --------------------------------------------------------------------------------------------
+# train (issue 5)
+class TrainConfig(Section):
+    epochs: int = Field(25, ge=1)
+    """Epochs (paper: ~25 on synthetic data, then ~25 on real data)."""
+    lr: float = Field(2e-4, gt=0)
+    """Adam learning rate (paper: 0.0002)."""
+    weight_decay: float = Field(5e-4, ge=0)
+    """Adam weight decay."""
+    step_size: int = Field(10, ge=1)
+    """Epochs between learning-rate decays (paper: every 10 epochs)."""
+    gamma: float = Field(0.2, gt=0)
+    """Learning-rate decay factor (paper: 0.2)."""
+    p: int = Field(8, ge=2)
+    """Identities per batch (PK sampler)."""
+    k: int = Field(4, ge=1)
+    """Images per identity per batch (PK sampler)."""
+    margin: float = 0.3
+    """Batch-hard triplet margin (paper: 0.3)."""
+    triplet_weight: float = 10.0
+    """Weight of the triplet loss (paper: 10:1 triplet to softmax)."""
+    ce_weight: float = 1.0
+    """Weight of the label-smoothed cross-entropy."""
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Label-smoothing epsilon."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
+    seed: int = 0
+    """Seed for sampling, augmentation and initialisation."""
+
+
+# --------------------------------------------------------------------------------------------
+# attributes (issue 6)
+class AttributeConfig(Section):
+    backbone: str = "resnext101_32x8d"
+    """torchvision backbone of the attribute model (paper: ResNeXt101 32×8d)."""
+    image_size: tuple[int, int] = (224, 224)
+    """Input (height, width) of the attribute model (paper: 224×224)."""
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval (issue 4)
+class RetrievalConfig(Section):
+    rerank: bool = True
+    """Apply k-reciprocal re-ranking."""
+    k1: int = Field(20, ge=1)
+    """k1 of k-reciprocal re-ranking."""
+    k2: int = Field(6, ge=1)
+    """k2 (query expansion) of k-reciprocal re-ranking."""
+    lambda_value: float = Field(0.3, ge=0, le=1)
+    """Weight of the original distance in the final re-ranked distance."""
+    gamma_type: float = Field(0.2, ge=0)
+    """Weight of the type-feature distance in the metadata-aware original distance."""
+    gamma_colour: float = Field(0.1, ge=0)
+    """Weight of the colour-feature distance in the metadata-aware original distance."""
+    track_average: bool = True
+    """Replace each distance by the mean over the gallery image's track."""
+    protocol: Literal["aic", "veri", "all"] = "aic"
+    """Evaluation protocol."""
+
+
+# --------------------------------------------------------------------------------------------
+# report (issue 8)
+class ReportConfig(Section):
+    num_rank_lists: int = Field(8, ge=0)
+    """Sample queries shown with their top-10 in the report (half best, half worst)."""
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline (issue 8)
+class PipelineConfig(Section):
+    name: str = "run"
+    """Run name: the run directory is ``runs/<name>``."""
+    models: list[str] = ["glamor", "counter_glamor"]
+    """Embedding models trained and ensembled (paper: GLAMOR and Counter GLAMOR)."""
+
+
+class Config(Section):
+    """The whole configuration of a run."""
+
+    data: DataConfig = DataConfig()
+    synth: SynthConfig = SynthConfig()
+    crop: CropConfig = CropConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    attributes: AttributeConfig = AttributeConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    report: ReportConfig = ReportConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# loading, overrides, saving
+
+
+def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    """Names of the fields allowed at ``path`` inside ``model`` (for error messages)."""
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+        else:
+            return []
+    return sorted(current.model_fields) if isinstance(current, type) else []
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            where = ".".join(loc[:-1]) or "the top level"
+            lines.append(f"unknown key '{key}'; allowed in {where}: {', '.join(allowed)}")
+        else:
+            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"{source}: " + "; ".join(lines)
+
+
+def _set_nested(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one ``section.key=value`` override; the value is read as YAML (``3``, ``[1, 2]``, ``null``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def config_from_dict(tree: dict[str, Any], *, source: str = "config") -> Config:
+    """Validate a nested dictionary into a :class:`Config`."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, Config, source)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    Overrides are dotted keys: ``train.lr=1e-4``, ``pipeline.models=[glamor]``.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        tree = loaded
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_nested(tree, key, value)
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    return config_from_dict(tree, source=source)
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML text (paths and tuples as plain strings and lists)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: BaseModel, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config to ``path`` atomically (every run saves the config that made it)."""
+    from vreid.artefacts import write_text_atomic
+
+    return write_text_atomic(path, config_to_yaml(config))

@@ -1,0 +1,30 @@
+"""Retrieval: feature files, distances, k-reciprocal re-ranking, track averaging, metrics, submissions.
+
+Names are imported lazily so that importing :mod:`vreid.retrieval` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "save_features": "vreid.retrieval.features",
+    "load_features": "vreid.retrieval.features",
+    "pairwise_distances": "vreid.retrieval.distance",
+    "ensemble": "vreid.retrieval.distance",
+    "rerank": "vreid.retrieval.rerank",
+    "average_by_track": "vreid.retrieval.tracks",
+    "evaluate": "vreid.retrieval.metrics",
+    "write_submission": "vreid.retrieval.submission",
+    "check_submission": "vreid.retrieval.submission",
+    "Extractor": "vreid.retrieval.extract",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vreid.retrieval' has no attribute {name!r}")

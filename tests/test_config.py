@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vreid.config import Config, load_config, save_config
+from vreid.errors import ConfigError
+
+
+def test_defaults_are_the_papers_values():
+    cfg = load_config()
+    assert cfg.train.lr == pytest.approx(2e-4)
+    assert (cfg.train.p, cfg.train.k, cfg.train.margin) == (8, 4, 0.3)
+    assert (cfg.retrieval.k1, cfg.retrieval.k2, cfg.retrieval.lambda_value) == (20, 6, 0.3)
+    assert (cfg.retrieval.gamma_type, cfg.retrieval.gamma_colour) == (0.2, 0.1)
+    assert cfg.model.image_size == (128, 256)
+
+
+def test_yaml_then_overrides(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.001\n  epochs: 3\nmodel:\n  name: counter_glamor\n")
+    cfg = load_config(f, ["train.epochs=7", "pipeline.models=[glamor]", "data.root=null"])
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.epochs == 7
+    assert cfg.model.name == "counter_glamor"
+    assert cfg.pipeline.models == ["glamor"]
+
+
+def test_unknown_key_names_key_and_allowed_values():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["train.lrr=1"])
+    msg = str(e.value)
+    assert "train.lrr" in msg
+    assert "lr" in msg
+    assert "weight_decay" in msg
+
+
+def test_unknown_section_lists_sections():
+    with pytest.raises(ConfigError, match=r"unknown key 'trian'.*retrieval"):
+        load_config(None, ["trian.lr=1"])
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"train\.amp"):
+        load_config(None, ["train.amp=fp8"])
+
+
+def test_bad_yaml_file_names_file(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_saved_config_reloads_identically(tmp_path: Path):
+    cfg = load_config(None, ["train.lr=0.01", "model.image_size=[64,128]"])
+    out = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert yaml.safe_load(out.read_text())["train"]["lr"] == pytest.approx(0.01)
+    assert load_config(out) == cfg
+    assert isinstance(load_config(out), Config)
