@@ -50,14 +50,14 @@ def test_wrong_type_names_key_and_value():
 def test_bad_yaml_file_names_file(tmp_path: Path):
     f = tmp_path / "bad.yaml"
     f.write_text("train: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
         load_config(f)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
 
 
 def test_override_without_equals_is_an_error():
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         load_config(None, ["train.lr"])
 
 
