@@ -151,7 +151,7 @@ def _read_split(
                         f"{name_file}; the name and label files must list the same images"
                     )
         source = name_file
-    elif items:
+    elif label_file.is_file():
         listed = [(n, f"{label_file}, line {it.line}") for n, it in items.items()]
         source = label_file
     else:
