@@ -302,3 +302,27 @@ def test_imagenet_weights_from_torch_hub_cache(tmp_path) -> None:
         assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
     finally:
         torch.hub.set_dir(old)
+
+
+# ------------------------------------------------------------------------------------------
+# model + losses together
+
+
+def test_glamor_fits_a_fixed_batch_with_reid_loss() -> None:
+    from vreid.training.losses import ReidLoss
+
+    model = build_model("glamor", 4, backbone="resnet18").train()
+    x = torch.randn(8, 3, 32, 64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    x = x + labels[:, None, None, None].float()  # identities are separable
+    loss_fn = ReidLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        out = model(x)
+        total, _ = loss_fn(out.features, out.logits, labels)
+        total.backward()
+        opt.step()
+        losses.append(total.item())
+    assert losses[-1] < 0.7 * losses[0], losses
