@@ -210,7 +210,7 @@ def test_mix_channels_with_odd_channel_count_uses_floor_half() -> None:
 
 def test_gradients_reach_gam_and_cbam() -> None:
     model = build_model("glamor", 4, backbone="resnet18").train()
-    x = torch.randn(4, 3, 64, 128)
+    x = torch.randn(4, 3, 32, 64)
     labels = torch.tensor([0, 1, 2, 3])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
