@@ -326,3 +326,24 @@ def test_glamor_fits_a_fixed_batch_with_reid_loss() -> None:
         opt.step()
         losses.append(total.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_channels_last_and_bf16_autocast() -> None:
+    from vreid.training.losses import ReidLoss
+
+    model = build_model("counter_glamor", 4, backbone="resnet18").eval()
+    x = torch.randn(2, 3, 32, 64)
+    with torch.no_grad():
+        contiguous = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        channels_last = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-4)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 3, 32, 64))
+    assert out.features.dtype == torch.bfloat16
+    total, _ = ReidLoss()(out.features, out.logits, torch.tensor([0, 0, 1, 1]))
+    assert total.dtype == torch.float32
+    total.backward()
+    assert torch.isfinite(model.gam.conv1.weight.grad).all()
+    assert model.cbam.channel_gate.mlp[0].weight.grad.abs().sum() > 0
