@@ -77,18 +77,48 @@ class CropConfig(Section):
 class ModelConfig(Section):
     name: str = "glamor"
     """Model name in the registry: glamor, counter_glamor, resnet50, resnext101_32x8d."""
-    backbone: str = "resnet50"
-    """Trunk: resnet50 (paper) or a smaller torchvision ResNet (resnet18, resnet34) for CPU work."""
-    pretrained: Path | None = None
-    """ImageNet trunk weights file; ``None`` trains from scratch as the paper does."""
-    last_stride: int = 1
+    backbone: str | None = None
+    """Trunk: ``None`` = the model's own (resnet50 for GLAMOR, as the paper; the named network for
+    a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work."""
+    pretrained: str | None = None
+    """Trunk weights: ``None`` trains from scratch as the paper does; ``imagenet`` = torchvision's
+    ImageNet weights from the torch hub cache (an error when absent: nothing is downloaded);
+    ``auto`` = those when cached, else scratch; otherwise the path of a weights file."""
+    last_stride: Literal[1, 2] = 1
     """Stride of the last stage (1 doubles the final feature map, usual in re-id)."""
+    eval_features: Literal["neck", "pre_neck"] = "neck"
+    """Retrieval features: after the BN neck (default) or the pooled features before it."""
     image_size: tuple[int, int] = (128, 256)
     """Input (height, width); the paper uses 128×256 because vehicles are wider than tall."""
 
 
 # --------------------------------------------------------------------------------------------
 # train (issue 5)
+class AugmentConfig(Section):
+    """Training augmentation (paper section 4; ``vreid.training.transforms.build_transforms``)."""
+
+    enlarge_p: float = Field(0.5, ge=0, le=1)
+    """Probability of enlarging the image by ``enlarge_factor`` and cropping it back at random."""
+    enlarge_factor: float = Field(1.125, ge=1)
+    """Enlargement before the random crop."""
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a horizontal flip."""
+    brightness: float = Field(0.2, ge=0)
+    """Colour-jitter brightness strength (factor drawn in [1 − b, 1 + b])."""
+    contrast: float = Field(0.15, ge=0)
+    """Colour-jitter contrast strength."""
+    pca_std: float = Field(0.1, ge=0)
+    """σ of AlexNet-style PCA colour noise."""
+    pca_p: float = Field(0.5, ge=0, le=1)
+    """Probability of PCA colour noise."""
+    erasing_p: float = Field(0.5, ge=0, le=1)
+    """Probability of random erasing."""
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    """Range of the erased fraction of the image."""
+    erasing_min_aspect: float = Field(0.3, gt=0, le=1)
+    """Smallest aspect ratio of the erased rectangle (the largest is its inverse)."""
+
+
 class TrainConfig(Section):
     epochs: int = Field(25, ge=1)
     """Epochs (paper: ~25 on synthetic data, then ~25 on real data)."""
@@ -112,6 +142,10 @@ class TrainConfig(Section):
     """Weight of the label-smoothed cross-entropy."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     """Label-smoothing epsilon."""
+    soft_margin: bool = False
+    """Soft-margin triplet loss log(1 + exp(d_ap − d_an)) instead of the hinge with ``margin``."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training augmentation."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
