@@ -14,6 +14,8 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from vreid.datasets.aic import write_aic
 from vreid.datasets.records import ImageRecord
 from vreid.errors import ConfigError, VreidError
 from vreid.synth.camera import CameraSpec, sample_camera
-from vreid.synth.render import FrameSpec, Renderer
+from vreid.synth.render import FrameSpec, Renderer, save_background
 from vreid.synth.vehicles import VehicleSpec, sample_vehicle
 
 FORMAT_VERSION = 1
@@ -105,16 +107,24 @@ def _resolve_preset(
     return p, n_ids, n_test, n_cams
 
 
+def _visible_lanes(cam: CameraSpec) -> list[tuple[float, int, tuple[float, float]]]:
+    """(lateral offset, direction, visible range of s) of each lane the camera sees."""
+    lanes = [(lat, d, cam.visible_range(lat)) for lat, d in cam.lane_offsets()]
+    return [(lat, d, vis) for lat, d, vis in lanes if vis is not None]
+
+
 def _plan_track(
-    rng: np.random.Generator, cam: CameraSpec, vehicle: int, camera: int, n_frames: int
+    rng: np.random.Generator,
+    cam: CameraSpec,
+    lanes: list[tuple[float, int, tuple[float, float]]],
+    vehicle: int,
+    camera: int,
+    n_frames: int,
 ) -> _Track:
-    lanes = cam.lane_offsets()
-    rng.shuffle(lanes)
-    choices = [(lat, d, cam.visible_range(lat)) for lat, d in lanes]
-    choices = [c for c in choices if c[2] is not None]
+    choices = list(lanes)
+    rng.shuffle(choices)
     # no lane visible cannot happen for sampled cameras; fall back to the look-at point
     lateral, direction, vis = choices[0] if choices else (0.0, 1, (-1.0, 1.0))
-    assert vis is not None
     lo, hi = vis
     travel = min(hi - lo, rng.uniform(4.0, 16.0))
     start = rng.uniform(lo, hi - travel)
@@ -160,6 +170,7 @@ def _plan_identity_tracks(
     vehicle_id: int,
     cams: Sequence[int],
     cameras: Sequence[CameraSpec],
+    lanes: Sequence[list[tuple[float, int, tuple[float, float]]]],
     cams_per_id: tuple[int, int],
     frames: tuple[int, int],
 ) -> list[_Track]:
@@ -171,7 +182,7 @@ def _plan_identity_tracks(
     for c in chosen:
         ci = cams[c]
         nf = int(rng.integers(frames[0], frames[1] + 1))
-        out.append(_plan_track(rng, cameras[ci], vehicle_index, ci, nf))
+        out.append(_plan_track(rng, cameras[ci], lanes[ci], vehicle_index, ci, nf))
     return out
 
 
@@ -216,6 +227,7 @@ def plan_dataset(
         sample_vehicle(np.random.default_rng([seed, 3, vid]), vid)
         for vid in range(1, n_ids + n_sim + 1)
     ]
+    lanes = [_visible_lanes(c) for c in cameras_all]
     tracks_by_vehicle = []
     for i, v in enumerate(vehicles):
         real = i < n_ids
@@ -227,6 +239,7 @@ def plan_dataset(
                 v.vehicle_id,
                 real_cam_idx if real else sim_cam_idx,
                 cameras_all,
+                lanes,
                 p.cams_per_id if real else p.sim_cams_per_id,
                 p.frames if real else p.sim_frames,
             )
@@ -351,13 +364,31 @@ def _sim_attributes(cam: CameraSpec, frame: FrameSpec) -> dict[str, str]:
 _RENDERER: Renderer | None = None
 
 
-def _init_worker(vehicles: list[VehicleSpec], cameras: list[CameraSpec], size: tuple[int, int]):
+def _init_worker(
+    vehicles: list[VehicleSpec],
+    cameras: list[CameraSpec],
+    size: tuple[int, int],
+    reference: bool = False,
+    background_dir: str | None = None,
+) -> None:
     global _RENDERER
-    _RENDERER = Renderer(vehicles, cameras, size)
+    _RENDERER = Renderer(
+        vehicles, cameras, size, reference=reference, background_dir=background_dir
+    )
 
 
-def _render_chunk(chunk: list[Task]) -> list[tuple[int, tuple[float, float, float, float]]]:
+def _save_background(job: tuple[CameraSpec, int, str]) -> float:
+    start = time.process_time()
+    save_background(*job)
+    return time.process_time() - start
+
+
+def _render_chunk(
+    chunk: list[Task],
+) -> tuple[list[tuple[int, tuple[float, float, float, float]]], float]:
+    """Render and write a chunk; returns ([(task index, box)], CPU seconds used)."""
     assert _RENDERER is not None
+    start = time.process_time()
     out = []
     for task in chunk:
         result = _RENDERER.render(task.frame)
@@ -366,7 +397,7 @@ def _render_chunk(chunk: list[Task]) -> list[tuple[int, tuple[float, float, floa
         with open(task.path, "wb") as fh:
             fh.write(buf.getvalue())
         out.append((task.index, result.box))
-    return out
+    return out, time.process_time() - start
 
 
 def _chunks(tasks: list[Task], size: int) -> Iterator[list[Task]]:
@@ -382,8 +413,15 @@ def render_tasks(
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    reference: bool = False,
+    stats: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Render and write every task's image; returns the true boxes, (n_tasks, 4) float64."""
+    """Render and write every task's image; returns the true boxes, (n_tasks, 4) float64.
+
+    With several workers, each camera's background is rendered once into a temporary folder
+    that the workers share. ``reference=True`` uses the renderer's straightforward path (speed
+    benchmark only); ``stats`` receives ``render_cpu_seconds`` (CPU time of all processes).
+    """
     boxes = np.zeros((len(plan.tasks), 4))
     for folder in {os.path.dirname(t.path) for t in plan.tasks}:
         os.makedirs(folder, exist_ok=True)
@@ -392,22 +430,35 @@ def render_tasks(
         if len(plan.tasks) < 300:
             workers = 1
     chunks = list(_chunks(plan.tasks, 32))
+    cpu = 0.0
+
+    def collect(res: list, seconds: float) -> None:
+        nonlocal cpu
+        for i, box in res:
+            boxes[i] = box
+        cpu += seconds
+        if progress:
+            progress(len(res))
+
     if workers <= 1:
-        _init_worker(plan.vehicles, plan.cameras, size)
-        results = map(_render_chunk, chunks)
-        for res in results:
-            for i, box in res:
-                boxes[i] = box
-            if progress:
-                progress(len(res))
-        return boxes
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, _init_worker, (plan.vehicles, plan.cameras, size)) as pool:
-        for res in pool.imap_unordered(_render_chunk, chunks):
-            for i, box in res:
-                boxes[i] = box
-            if progress:
-                progress(len(res))
+        _init_worker(plan.vehicles, plan.cameras, size, reference)
+        for res, seconds in map(_render_chunk, chunks):
+            collect(res, seconds)
+    else:
+        ctx = mp.get_context(
+            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        )
+        with tempfile.TemporaryDirectory(prefix="vreid-synth-bg-") as bg_dir:
+            used = sorted({t.frame.camera for t in plan.tasks})
+            initargs = (plan.vehicles, plan.cameras, size, reference, bg_dir)
+            with ctx.Pool(workers, _init_worker, initargs) as pool:
+                # each camera's background once, in parallel; then the images
+                jobs = [(plan.cameras[c], c, bg_dir) for c in used]
+                cpu += sum(pool.map(_save_background, jobs, chunksize=1))
+                for res, seconds in pool.imap_unordered(_render_chunk, chunks):
+                    collect(res, seconds)
+    if stats is not None:
+        stats["render_cpu_seconds"] = cpu
     return boxes
 
 

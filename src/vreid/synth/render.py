@@ -10,6 +10,7 @@ balance, saturation, gamma (one lookup table), sensor noise and JPEG quality.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -102,7 +103,14 @@ class Renderer:
         *,
         supersample: int = 2,
         background_cache: int = 6,
+        reference: bool = False,
+        background_dir: str | None = None,
     ) -> None:
+        """``reference=True`` renders the same scene the straightforward way (antialiased
+        background resampling from full resolution, a Gaussian blur filter, float colour
+        arithmetic per pixel, fresh noise per image) — the baseline of the speed benchmark.
+        ``background_dir`` holds backgrounds rendered once by :func:`save_background` (shared by
+        worker processes); missing ones are rendered here."""
         self.vehicles = vehicles
         self.cameras = cameras
         self.size = size
@@ -111,6 +119,8 @@ class Renderer:
         self._backgrounds: OrderedDict[int, list[Image.Image]] = OrderedDict()
         self._props: dict[int, list[Prop]] = {}
         self._cache_size = background_cache
+        self.reference = reference
+        self.background_dir = background_dir
         w, h = size
         self._noise = np.random.default_rng(12345).standard_normal(
             (2 * h, 2 * w, 3), dtype=np.float32
@@ -127,7 +137,13 @@ class Renderer:
         """The camera's background as a pyramid: sensor resolution, 1/2, 1/4."""
         bg = self._backgrounds.get(camera)
         if bg is None:
-            full = render_background(self.cameras[camera])
+            full = None
+            if self.background_dir is not None:
+                path = os.path.join(self.background_dir, f"{camera}.npy")
+                if os.path.exists(path):
+                    full = Image.fromarray(np.load(path))
+            if full is None:
+                full = render_background(self.cameras[camera])
             bg = [full, full.reduce(2), full.reduce(4)]
             self._backgrounds[camera] = bg
             if len(self._backgrounds) > self._cache_size:
@@ -149,6 +165,9 @@ class Renderer:
         levels = self.background(camera)
         x, y, w, h = window
         out_w = self.size[0] * self.ss
+        if self.reference:
+            box0 = (x, y, x + w, y + h)
+            return levels[0].resize((out_w, self.size[1] * self.ss), Image.BILINEAR, box=box0)
         level = 0
         while level + 1 < len(levels) and w / 2 ** (level + 1) >= out_w / 2:
             level += 1
@@ -287,6 +306,10 @@ class Renderer:
 
         # reduce and apply the camera
         img = canvas.reduce(ss) if ss > 1 else canvas
+        if self.reference:
+            return self._finish_reference(
+                img, frame, cam, win_w, to_out, (x1, y1, x2, y2), pos, mimg
+            )
         # resolution loss and optical blur: a blur of sigma pixels removes detail like a
         # (1 + sigma)-times smaller sensor; the small remainder is a 3×3 smoothing kernel
         native = min(win_w * cam.resolution, W / (1 + 0.8 * cam.blur))
@@ -305,7 +328,12 @@ class Renderer:
         arr = np.asarray(img, dtype=np.float32) + self._noise[oy : oy + H, ox : ox + W] * cam.noise
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
-        bx = np.clip(to_out(np.array([[x1, y1], [x2, y2]])) / ss, 0, [W, H])
+        return self._result(img, frame, cam, to_out, (x1, y1, x2, y2), pos, mimg)
+
+    def _result(self, img, frame, cam, to_out, sensor_box, pos, mimg) -> Rendered:
+        W, H = self.size
+        x1, y1, x2, y2 = sensor_box
+        bx = np.clip(to_out(np.array([[x1, y1], [x2, y2]])) / self.ss, 0, [W, H])
         box = (float(bx[0, 0]), float(bx[0, 1]), float(bx[1, 0]), float(bx[1, 1]))
         view_dir = pos - cam.position
         orientation = float(
@@ -313,8 +341,34 @@ class Renderer:
         )
         m = None
         if mimg is not None:
-            m = np.asarray(mimg.reduce(ss) if ss > 1 else mimg) > 200
+            m = np.asarray(mimg.reduce(self.ss) if self.ss > 1 else mimg) > 200
         return Rendered(img, box, orientation, m)
+
+    def _finish_reference(self, img, frame, cam, win_w, to_out, sensor_box, pos, mimg) -> Rendered:
+        """The camera model computed the straightforward way (for the speed benchmark)."""
+        W, H = self.size
+        native = win_w * cam.resolution
+        if native < 0.9 * W:
+            nw, nh = max(8, round(native)), max(8, round(native * H / W))
+            img = img.resize((nw, nh), Image.BILINEAR).resize((W, H), Image.BILINEAR)
+        if cam.blur > 0.25:
+            img = img.filter(ImageFilter.GaussianBlur(cam.blur))
+        arr = np.asarray(img, dtype=np.float64) / 255.0
+        arr = arr**cam.gamma * cam.gain * frame.brightness * np.array(cam.cast)
+        grey = arr @ np.array([0.299, 0.587, 0.114])
+        arr = grey[..., None] + cam.saturation * (arr - grey[..., None])
+        rng = np.random.default_rng(frame.seed)
+        arr = arr * 255 + rng.standard_normal(arr.shape) * cam.noise
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        return self._result(img, frame, cam, to_out, sensor_box, pos, mimg)
+
+
+def save_background(camera: CameraSpec, index: int, folder: str) -> None:
+    """Render a camera's background into ``folder/<index>.npy`` (shared by worker processes)."""
+    path = os.path.join(folder, f"{index}.npy")
+    tmp = path + f".{os.getpid()}.tmp.npy"
+    np.save(tmp, np.asarray(render_background(camera)))
+    os.replace(tmp, path)
 
 
 def _smoothing_kernel(sigma: float) -> ImageFilter.Kernel:
