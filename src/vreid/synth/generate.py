@@ -68,6 +68,8 @@ LOOSE_TRACKS = 0.15
 """Tracks cropped with loose random margins (25-60% of the box per side)."""
 TRUNCATED_FRAMES = 0.07
 """Frames whose crop window cuts 10-35% of the vehicle off."""
+OCCLUDED_TRACKS = 0.12
+"""Tracks with another vehicle (from a pool of distractors) passing in a neighbouring lane."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def _plan_track(
     vehicle: int,
     camera: int,
     n_frames: int,
+    distractors: Sequence[int] = (),
 ) -> _Track:
     choices = list(lanes)
     rng.shuffle(choices)
@@ -140,6 +143,19 @@ def _plan_track(
     base_margin = rng.uniform(0.25, 0.6) if loose else rng.uniform(0.02, 0.12)
     spread = 0.15 if loose else 0.03
     exposure = rng.uniform(0.95, 1.05)
+    occluders: list[tuple[int, float, float, float] | None] = [None] * n_frames
+    if distractors and rng.random() < OCCLUDED_TRACKS:
+        other = int(distractors[int(rng.integers(len(distractors)))])
+        lat_o = lateral + cam.camera_side * 3.5  # the next lane towards the camera
+        if abs(lat_o) > cam.road_half_width:
+            lat_o = lateral - cam.camera_side * 3.5
+        head_o = cam.road_angle + (0.0 if lat_o < 0 else np.pi)
+        gap = rng.uniform(2.0, 6.0) * rng.choice([-1, 1])
+        rel = rng.uniform(-1.5, 1.5)
+        occluders = [
+            (other, float(s[k] + gap + rel * k), float(lat_o), float(head_o))
+            for k in range(n_frames)
+        ]
     frames = []
     for k in range(n_frames):
         trunc = (0.0, 0.0)
@@ -158,6 +174,7 @@ def _plan_track(
                 truncate=trunc,
                 brightness=float(exposure * rng.uniform(0.97, 1.03)),
                 seed=int(rng.integers(2**63)),
+                occluder=occluders[k],
             )
         )
     return _Track(vehicle, camera, frames)
@@ -173,6 +190,7 @@ def _plan_identity_tracks(
     lanes: Sequence[list[tuple[float, int, tuple[float, float]]]],
     cams_per_id: tuple[int, int],
     frames: tuple[int, int],
+    distractors: Sequence[int] = (),
 ) -> list[_Track]:
     rng = np.random.default_rng([seed, stream, vehicle_id])
     n = int(rng.integers(cams_per_id[0], cams_per_id[1] + 1))
@@ -182,7 +200,7 @@ def _plan_identity_tracks(
     for c in chosen:
         ci = cams[c]
         nf = int(rng.integers(frames[0], frames[1] + 1))
-        out.append(_plan_track(rng, cameras[ci], lanes[ci], vehicle_index, ci, nf))
+        out.append(_plan_track(rng, cameras[ci], lanes[ci], vehicle_index, ci, nf, distractors))
     return out
 
 
@@ -223,13 +241,16 @@ def plan_dataset(
     sim_cam_idx = list(range(n_cams, n_cams + n_sim_cams))
 
     # identity numbers: real train 1..n_train, real test next, simulation after them
+    # distractors (never labelled) only appear as other traffic that hides part of a vehicle
+    n_distractors = max(6, (n_ids + n_sim) // 10)
     vehicles = [
         sample_vehicle(np.random.default_rng([seed, 3, vid]), vid)
-        for vid in range(1, n_ids + n_sim + 1)
+        for vid in range(1, n_ids + n_sim + n_distractors + 1)
     ]
+    distractors = list(range(n_ids + n_sim, len(vehicles)))
     lanes = [_visible_lanes(c) for c in cameras_all]
     tracks_by_vehicle = []
-    for i, v in enumerate(vehicles):
+    for i, v in enumerate(vehicles[: n_ids + n_sim]):
         real = i < n_ids
         tracks_by_vehicle.append(
             _plan_identity_tracks(
@@ -242,6 +263,7 @@ def plan_dataset(
                 lanes,
                 p.cams_per_id if real else p.sim_cams_per_id,
                 p.frames if real else p.sim_frames,
+                distractors,
             )
         )
 
@@ -537,7 +559,7 @@ def generate(
         _write_boxes(sim_root, plan.sim, sim_boxes)
         n_ids = plan.info["ids"]
         _write_attributes(real_root, plan.vehicles[:n_ids])
-        _write_attributes(sim_root, plan.vehicles[n_ids:])
+        _write_attributes(sim_root, plan.vehicles[n_ids : n_ids + plan.info["sim_ids"]])
         info = dict(plan.info, size=list(size))
         write_text_atomic(tmp / "synth.json", json.dumps(info, indent=2) + "\n")
     except BaseException:

@@ -46,6 +46,8 @@ class FrameSpec:
     """Per-frame exposure multiplier."""
     seed: int
     """Seed of this image's sensor noise."""
+    occluder: tuple[int, float, float, float] | None = None
+    """Another vehicle in the scene: (vehicle index, s, lateral, heading), drawn in depth order."""
 
 
 @dataclass
@@ -130,7 +132,6 @@ class Renderer:
         m = self._meshes.get(vehicle)
         if m is None:
             m = self._meshes[vehicle] = build_mesh(self.vehicles[vehicle])
-            m.spans = _spans(m)  # type: ignore[attr-defined]
         return m
 
     def background(self, camera: int) -> list[Image.Image]:
@@ -182,11 +183,74 @@ class Renderer:
         return p
 
     # ------------------------------------------------------------------------------------------
+    def _draw_shadow(self, draw, cam: CameraSpec, mesh: Mesh, rz, pos, to_out) -> None:
+        """Contact shadow under the body plus the body's shadow cast along the light."""
+        light = cam.light_direction
+        ground = np.concatenate([mesh.footprint, np.zeros((4, 1))], axis=1) @ rz.T + pos
+        ground[:, 2] = 0
+        top = ground.copy()
+        top[:, 2] = mesh.top_height * 0.85
+        cast_pts = top - top[:, 2:3] * (light / max(light[2], 0.2))
+        hull = _convex_hull(np.concatenate([ground[:, :2], cast_pts[:, :2]]))
+        hull3 = np.concatenate([hull, np.zeros((len(hull), 1))], axis=1)
+        sh_uv = to_out(cam.project(hull3))
+        draw.polygon(sh_uv.ravel().tolist(), fill=(0, 0, 0, int(40 + 120 * cam.diffuse)))
+        centre = ground.mean(0)
+        contact = centre + (ground - centre) * 1.04
+        draw.polygon(to_out(cam.project(contact)).ravel().tolist(), fill=(0, 0, 0, 90))
+
+    def _draw_vehicle(
+        self, draw, mdraw, cam: CameraSpec, vehicle: int, rz, pos, to_out, uv, is_target: bool
+    ) -> None:
+        """Draw a vehicle's visible polygons (and, for the target, its body mask)."""
+        mesh = self.mesh(vehicle)
+        spec = self.vehicles[vehicle]
+        if uv is None:
+            rc = cam.rotation
+            uv = cam.project_camera(mesh.vertices @ (rc @ rz).T + rc @ (pos - cam.position))
+        cv = rz.T @ (cam.position - pos)
+        lv = rz.T @ cam.light_direction
+        vis = np.einsum("ij,ij->i", mesh.normals, cv - mesh.centroids) > 0
+        lam = np.maximum(0.0, mesh.normals @ lv)
+        view = cv - mesh.centroids
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        half = view + lv
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        spec_term = np.maximum(0.0, np.einsum("ij,ij->i", mesh.normals, half)) ** 24
+        shade = (cam.ambient + cam.diffuse * lam)[:, None]
+        rgb = mesh.rgb * shade
+        mat = mesh.material
+        body = mat == BODY
+        rgb[body] += (0.15 + spec.metallic) * cam.diffuse * spec_term[body, None]
+        glass = mat == GLASS
+        sky = np.array([0.55, 0.62, 0.7])
+        up = np.clip(mesh.normals[glass, 2], 0, 1)[:, None]
+        rgb[glass] = mesh.rgb[glass] * shade[glass] + 0.2 * up * sky + 0.4 * spec_term[glass, None]
+        light_mat = mat == LIGHT
+        rgb[light_mat] = mesh.rgb[light_mat] * (0.55 + 0.4 * shade[light_mat])
+        colours = np.clip(rgb * 255, 0, 255).astype(np.int64).tolist()
+
+        part_layer = np.zeros(len(mesh.part_centroids), dtype=np.int64)
+        part_layer[mesh.part] = mesh.layer
+        pdist = np.linalg.norm(mesh.part_centroids - cv, axis=1)
+        part_rank = np.empty_like(part_layer)
+        part_rank[np.lexsort((-pdist, part_layer))] = np.arange(len(part_layer))
+        idx = np.flatnonzero(vis)
+        order = idx[np.argsort(part_rank[mesh.part[idx]], kind="stable")]
+        pts = to_out(uv).ravel().tolist()
+        spans = mesh.spans
+        body_poly = mesh.body
+        for i in order.tolist():
+            a, b = spans[i]
+            poly = pts[2 * a : 2 * b]
+            draw.polygon(poly, fill=tuple(colours[i]))
+            if mdraw is not None:
+                mdraw.polygon(poly, fill=255 if (is_target and body_poly[i]) else 0)
+
     def render(self, frame: FrameSpec, *, mask: bool = False) -> Rendered:
         """Render one image."""
         cam = self.cameras[frame.camera]
         mesh = self.mesh(frame.vehicle)
-        spec = self.vehicles[frame.vehicle]
         W, H = self.size
         ss = self.ss
 
@@ -233,23 +297,19 @@ class Renderer:
             mimg = Image.new("L", canvas.size, 0)
             mdraw = ImageDraw.Draw(mimg)
 
-        # shadow: contact shadow under the body plus the body's shadow along the light
-        light = cam.light_direction
-        fp = mesh.footprint
-        ground = np.concatenate([fp, np.zeros((4, 1))], axis=1) @ rz.T + pos
-        ground[:, 2] = 0
-        top = ground.copy()
-        top[:, 2] = mesh.top_height * 0.85
-        cast_pts = top - top[:, 2:3] * (light / max(light[2], 0.2))
-        hull = _convex_hull(np.concatenate([ground[:, :2], cast_pts[:, :2]]))
-        hull3 = np.concatenate([hull, np.zeros((len(hull), 1))], axis=1)
-        sh_uv = to_out(cam.project(hull3))
-        draw.polygon(sh_uv.ravel().tolist(), fill=(0, 0, 0, int(40 + 120 * cam.diffuse)))
-        centre = ground.mean(0)
-        contact = centre + (ground - centre) * 1.04
-        draw.polygon(to_out(cam.project(contact)).ravel().tolist(), fill=(0, 0, 0, 90))
+        # vehicles (the target and possibly another one) far to near, with their shadows first
+        vehicles = [(float(np.linalg.norm(pos - cam.position)), True, frame.vehicle, rz, pos)]
+        if frame.occluder is not None:
+            ov, os_, olat, ohead = frame.occluder
+            c, s_ = np.cos(ohead), np.sin(ohead)
+            orz = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+            opos = cam.road_point(os_, olat)
+            vehicles.append((float(np.linalg.norm(opos - cam.position)), False, ov, orz, opos))
+        vehicles.sort(key=lambda v: -v[0])
+        for _, _, vi, vrz, vpos in vehicles:
+            self._draw_shadow(draw, cam, self.mesh(vi), vrz, vpos, to_out)
 
-        # props behind the vehicle
+        # props behind the target vehicle
         vdist = float(np.linalg.norm(pos - cam.position)) - 1.0
         front_props = []
         for prop in self.props(frame.camera):
@@ -259,45 +319,9 @@ class Renderer:
             else:
                 draw_prop(draw, cam, prop, to_out)
 
-        # vehicle polygons
-        cv = rz.T @ (cam.position - pos)
-        lv = rz.T @ light
-        vis = np.einsum("ij,ij->i", mesh.normals, cv - mesh.centroids) > 0
-        lam = np.maximum(0.0, mesh.normals @ lv)
-        view = cv - mesh.centroids
-        view /= np.linalg.norm(view, axis=1, keepdims=True)
-        half = view + lv
-        half /= np.linalg.norm(half, axis=1, keepdims=True)
-        spec_term = np.maximum(0.0, np.einsum("ij,ij->i", mesh.normals, half)) ** 24
-        shade = (cam.ambient + cam.diffuse * lam)[:, None]
-        rgb = mesh.rgb * shade
-        mat = mesh.material
-        body = mat == BODY
-        rgb[body] += (0.15 + spec.metallic) * cam.diffuse * spec_term[body, None]
-        glass = mat == GLASS
-        sky = np.array([0.55, 0.62, 0.7])
-        up = np.clip(mesh.normals[glass, 2], 0, 1)[:, None]
-        rgb[glass] = mesh.rgb[glass] * shade[glass] + 0.3 * up * sky + 0.5 * spec_term[glass, None]
-        light_mat = mat == LIGHT
-        rgb[light_mat] = mesh.rgb[light_mat] * (0.55 + 0.4 * shade[light_mat])
-        colours = np.clip(rgb * 255, 0, 255).astype(np.int64).tolist()
-
-        part_layer = np.zeros(len(mesh.part_centroids), dtype=np.int64)
-        part_layer[mesh.part] = mesh.layer
-        pdist = np.linalg.norm(mesh.part_centroids - cv, axis=1)
-        part_rank = np.empty_like(part_layer)
-        part_rank[np.lexsort((-pdist, part_layer))] = np.arange(len(part_layer))
-        idx = np.flatnonzero(vis)
-        order = idx[np.argsort(part_rank[mesh.part[idx]], kind="stable")]
-        pts = to_out(uv).ravel().tolist()
-        spans = mesh.spans  # type: ignore[attr-defined]
-        body_poly = mesh.body
-        for i in order.tolist():
-            a, b = spans[i]
-            poly = pts[2 * a : 2 * b]
-            draw.polygon(poly, fill=tuple(colours[i]))
-            if mdraw is not None:
-                mdraw.polygon(poly, fill=255 if body_poly[i] else 0)
+        for _, is_target, vi, vrz, vpos in vehicles:
+            vuv = uv if is_target else None
+            self._draw_vehicle(draw, mdraw, cam, vi, vrz, vpos, to_out, vuv, is_target)
 
         for prop in front_props:
             draw_prop(draw, cam, prop, to_out)
@@ -376,13 +400,3 @@ def _smoothing_kernel(sigma: float) -> ImageFilter.Kernel:
     g = np.exp(-np.array([1.0, 0.0, 1.0]) / (2 * sigma**2))
     k = np.outer(g, g)
     return ImageFilter.Kernel((3, 3), (k / k.sum()).ravel().tolist(), scale=1)
-
-
-def _spans(mesh: Mesh) -> list[tuple[int, int]]:
-    """(first, end) vertex index of each polygon (the builder stores polygons contiguously)."""
-    out = []
-    for p in mesh.polys:
-        a, b = int(p[0]), int(p[-1]) + 1
-        assert b - a == len(p)
-        out.append((a, b))
-    return out
