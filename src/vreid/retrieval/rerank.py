@@ -336,7 +336,6 @@ def _build_v(
 ) -> _Csr:
     """V: softmax of −D over the expanded k-reciprocal set of every item (sparse rows)."""
     n = feats.num_items
-    dev = ranks.device
     k1p = min(k1 + 1, n)
     khp = min(round(k1 / 2) + 1, n)  # round() is half-to-even like np.around
     fk, fh = ranks[:, :k1p], ranks[:, :khp]
