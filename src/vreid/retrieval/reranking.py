@@ -534,3 +534,32 @@ def rerank(
             _jaccard_into(v, q, out, lambda_value, work)
             clock.lap("jaccard")
         return out.cpu().numpy()
+
+
+def original_distance(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    *,
+    metadata: Sequence[MetadataTriple] = (),
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """D = N(d') for query rows × gallery columns, float32 (q, g): the distance re-ranking starts
+    from (``rerank(..., lambda_value=1)`` returns the same), used when re-ranking is off.
+
+    Only the q query rows are computed (against all N items, for the row maxima).
+    """
+    dev = _resolve_device(device)
+    with torch.no_grad():
+        feats = _ItemFeatures(query_feats, gallery_feats, metadata, dev)
+        n, q = feats.num_items, feats.num_query
+        out = torch.empty((q, n - q), device=dev)
+        step = max(1, (1 << 24) // max(n, 1))
+        everything = slice(0, n)
+        for s in range(0, q, step):
+            rows = slice(s, min(s + step, q))
+            parts = [feats.tile(k, rows, everything) for k in range(len(feats.mats))]
+            for k, part in enumerate(parts):
+                feats.rowmax[k][rows] = part.amax(1)
+            dprime = feats.combine(parts, rows)
+            out[rows] = (dprime / _safe_max(dprime.amax(1))[:, None])[:, q:]
+        return out.cpu().numpy()
