@@ -75,7 +75,7 @@ def split(tmp_path):
 
 
 def test_rank_cli_writes_everything(split):
-    root, tmp, ds, feats = split
+    root, tmp, ds, _feats = split
     out = tmp / "ranked"
     runner = CliRunner()
     args = [
@@ -111,7 +111,7 @@ def test_rank_cli_writes_everything(split):
 
 
 def test_rank_split_matches_the_api(split):
-    root, tmp, ds, feats = split
+    root, tmp, _ds, feats = split
     from vreid.config import load_config
 
     cfg = load_config(None, ["retrieval.track_average=false", "retrieval.k1=6", "retrieval.k2=3"])
@@ -123,7 +123,7 @@ def test_rank_split_matches_the_api(split):
 
 
 def test_rank_errors_name_the_file(split):
-    root, tmp, ds, _ = split
+    root, tmp, _ds, _ = split
     bad = tmp / "features/glamor/gallery.names.txt"
     names = bad.read_text().splitlines()
     names[2], names[3] = names[3], names[2]
