@@ -551,7 +551,7 @@ def rerank(
             v = _build_v(feats, ranks, rank_d, rowmax_final, k1, chunk)
             del feats, rank_d
             clock.lap("k-reciprocal sets")
-            work = 1 << 24
+            work = 1 << 22  # entries per sparse chunk: bounds the transient memory
             if k2 != 1:
                 v = _query_expansion(v, ranks, k2, work)
             del ranks
