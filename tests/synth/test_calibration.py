@@ -13,11 +13,7 @@ from typer.testing import CliRunner
 
 from vreid.cli import app
 from vreid.errors import DatasetError
-from vreid.synth.calibration import (
-    calibration_report,
-    colour_histogram_features,
-    mean_average_precision,
-)
+from vreid.synth.calibration import calibration_report, colour_histogram_features
 
 
 def test_colour_histograms_separate_colours(tmp_path: Path) -> None:
@@ -39,15 +35,6 @@ def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"broken\.jpg"):
         colour_histogram_features([bad])
-
-
-def test_mean_average_precision_by_hand() -> None:
-    # query 0 (id 1): gallery ranked g0 (id 1), g1 (id 2), g2 (id 1) -> AP = (1/1 + 2/3) / 2
-    # query 1 (id 2): ranked g2, g0, g1 -> its only match at rank 3 -> AP = 1/3
-    dist = np.array([[0.1, 0.2, 0.3], [0.2, 0.3, 0.1]])
-    m_ap, r1 = mean_average_precision(dist, np.array([1, 2]), np.array([1, 2, 1]))
-    assert m_ap == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3) / 2)
-    assert r1 == pytest.approx(0.5)
 
 
 def test_report_and_contact_sheet(tiny_synth: Path, tmp_path: Path) -> None:

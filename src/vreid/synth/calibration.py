@@ -58,26 +58,11 @@ def colour_histogram_features(
     return np.sqrt(hist).astype(np.float32)
 
 
-def mean_average_precision(
-    dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray
-) -> tuple[float, float]:
-    """(mAP, rank-1) over queries with at least one match; full ranking, no filtering.
-
-    dist: (Q, G); ids: (Q,), (G,).
-    """
-    order = np.argsort(dist, axis=1, kind="stable")
-    matches = gallery_ids[order] == query_ids[:, None]  # (Q, G)
-    n_rel = matches.sum(1)
-    valid = n_rel > 0
-    hits = np.cumsum(matches, axis=1)
-    ranks = np.arange(1, dist.shape[1] + 1)
-    ap = (matches * hits / ranks).sum(1)[valid] / n_rel[valid]
-    return float(ap.mean()), float(matches[valid, 0].mean())
-
-
-def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, float]:
-    """mAP and rank-1 of colour-histogram retrieval on a dataset's query → gallery split."""
+def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, float | str | int]:
+    """AIC mAP and rank-1 of colour-histogram retrieval on a dataset's query → gallery split,
+    and the mAP of the same ranking against shuffled ids (chance)."""
     from vreid.datasets import load_dataset
+    from vreid.retrieval import evaluate
 
     ds = load_dataset(real_root)
     if not ds.has_ground_truth:
@@ -87,14 +72,15 @@ def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, fl
     dist = (fq**2).sum(1)[:, None] + (fg**2).sum(1)[None] - 2 * fq @ fg.T  # squared Euclidean
     qids = np.array([r.vehicle_id for r in q])
     gids = np.array([r.vehicle_id for r in g])
-    m_ap, r1 = mean_average_precision(dist, qids, gids)
-    # chance level: the same ranking with gallery ids shuffled
-    rng = np.random.default_rng(0)
-    chance, _ = mean_average_precision(dist, qids, rng.permutation(gids))
+    scores = evaluate(dist, qids, gids, protocol="aic", max_rank=100)
+    # chance level: the same ranking against gallery ids in a random order
+    shuffled = np.random.default_rng(0).permutation(gids)
+    chance = evaluate(dist, qids, shuffled, protocol="aic", max_rank=100)
     return {
-        "colour_hist_mAP": m_ap,
-        "colour_hist_rank1": r1,
-        "chance_mAP": chance,
+        "colour_hist_mAP": scores["mAP"],
+        "colour_hist_rank1": scores["rank1"],
+        "chance_mAP": chance["mAP"],
+        "protocol": "aic (AP over the top 100)",
         "queries": len(q),
         "gallery": len(g),
     }
@@ -149,7 +135,7 @@ def contact_sheet(
     return out
 
 
-def calibration_report(out: str | os.PathLike[str]) -> dict[str, float]:
+def calibration_report(out: str | os.PathLike[str]) -> dict[str, float | str | int]:
     """Calibrate a generated dataset ``out``: writes ``out/calibration.json`` and
     ``out/contact_sheet.png``; returns the numbers."""
     out = Path(out)
