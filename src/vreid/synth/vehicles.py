@@ -150,6 +150,11 @@ def sample_vehicle(
     for k in ("L", "hood", "roof", "rear"):
         plan[k] *= sl
     plan["wind"] *= rng.uniform(0.85, 1.15)
+    # the identity's own body plan: hood, rear window and nose/tail shapes vary independently
+    plan["hood"] *= rng.uniform(0.9, 1.1)
+    plan["rear"] *= rng.uniform(0.8, 1.2)
+    plan["nose"] *= rng.uniform(0.7, 1.3)
+    plan["tail"] *= rng.uniform(0.7, 1.3)
     plan["W"] *= sw
     for k in ("hb", "hr"):
         plan[k] *= sh
