@@ -39,7 +39,7 @@ def test_colour_histogram_of_a_box(tmp_path: Path) -> None:
     f = colour_histogram_features([tmp_path / "two.png", tmp_path / "red.png"], boxes=boxes)
     whole = colour_histogram_features([tmp_path / "two.png"])
     assert np.linalg.norm(f[0] - f[1]) < 1e-6  # the box holds only the red half
-    assert np.count_nonzero(whole[0]) == 2
+    assert np.count_nonzero(whole[0]) > np.count_nonzero(f[0]) == 1  # whole: red and blue
 
 
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
