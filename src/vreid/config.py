@@ -124,8 +124,12 @@ class AttributeConfig(Section):
     """Dataset with colour/type labels (AIC simulation layout or VeRi-776); ``None``: ``data.sim_root``."""
     format: str = "auto"
     """Format of ``data_root`` (see ``data.format``)."""
-    pretrained: Path | None = None
-    """ImageNet weights file of the backbone; ``None``: the torchvision cache when present, else scratch."""
+    pretrained: str | None = "auto"
+    """Trunk weights (paper: ImageNet): ``auto`` = torchvision's ImageNet weights from the torch hub
+    cache when present, else scratch (logged); ``imagenet`` = those or an error; a file path;
+    ``None`` = scratch."""
+    last_stride: Literal[1, 2] = 1
+    """Stride of the trunk's last stage (1 as the team's re-id models; 2 = torchvision's)."""
     embed_dim: int = Field(512, ge=1)
     """Width of each attribute head's embedding layer (the penultimate features used for re-ranking)."""
     holdout_fraction: float = Field(0.2, ge=0, lt=1)

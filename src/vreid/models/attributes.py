@@ -17,26 +17,23 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
 import torch
-import torchvision
+import torch.nn.functional as F
 from torch import nn
 
 from vreid.datasets.attributes import COLOR_CLASSES, TYPE_CLASSES
-from vreid.errors import WeightsError
+from vreid.models.common import (
+    BNNeckHead,
+    ReidOutput,
+    build_trunk,
+    init_trunk_weights,
+    trunk_feature_dim,
+)
+from vreid.models.registry import register_model
 
-log = logging.getLogger(__name__)
-
-
-class ReidOutput(NamedTuple):
-    """Train-mode output of a re-id model."""
-
-    features: torch.Tensor
-    """(B, D) pre-neck features (triplet loss)."""
-    logits: torch.Tensor
-    """(B, num_classes) identity logits (cross-entropy)."""
+log = logging.getLogger("vreid.models")
 
 
 @dataclass(frozen=True)
@@ -76,57 +73,19 @@ class AttributeHead(nn.Module):
         return embedding, self.classifier(embedding)
 
 
-def _cached_imagenet_weights(backbone: str) -> Path | None:
-    """The first torchvision ImageNet weights file of ``backbone`` present in the torch hub cache."""
-    try:
-        enum = torchvision.models.get_model_weights(backbone)
-    except (ValueError, KeyError):
-        return None
-    ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    for weights in enum:
-        candidate = ckpt_dir / os.path.basename(weights.url)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _strip_classifier(net: nn.Module, backbone: str) -> int:
-    """Replace the final ImageNet classifier of ``net`` by an identity; return the feature dim."""
-    for attr in ("fc", "classifier", "head", "heads"):
-        head = getattr(net, attr, None)
-        if head is None:
-            continue
-        if isinstance(head, nn.Linear):
-            setattr(net, attr, nn.Identity())
-            return head.in_features
-        if isinstance(head, nn.Sequential):
-            linear_idx = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
-            if linear_idx:
-                last = linear_idx[-1]
-                dim = head[last].in_features
-                head[last] = nn.Identity()
-                # Dropout before the classifier would perturb the features; drop it too.
-                for i in range(last):
-                    if isinstance(head[i], nn.Dropout):
-                        head[i] = nn.Identity()
-                return dim
-    raise WeightsError(
-        f"backbone {backbone!r}: cannot find its ImageNet classifier (fc / classifier); "
-        "use a ResNet/ResNeXt, RegNet, MobileNet, EfficientNet, DenseNet or ConvNeXt"
-    )
-
-
 class AttributeModel(nn.Module):
-    """Backbone + re-id head (BN neck, id classifier) + colour head + type head.
+    """ResNet-family trunk + re-id head (BN neck, id classifier) + colour head + type head.
 
     Args:
-        backbone: torchvision classification model name (paper: ``resnext101_32x8d``; e.g.
-            ``resnet18`` for CPU work).
+        backbone: torchvision trunk name (paper: ``resnext101_32x8d``; ``resnet18`` for CPU work;
+            see :data:`~vreid.models.common.TRUNKS`).
         num_ids: identities of the re-id head (step 1).
-        pretrained: ImageNet weights. ``None``: the torchvision cache's file when present, else
-            from scratch (logged); a path: that file (state dict of the torchvision model), a
-            :class:`WeightsError` when missing or not matching; ``False``: from scratch.
-        embed_dim: width of each attribute head's embedding layer.
+        pretrained: trunk weights as for every model here: ``None`` → scratch; ``"auto"`` →
+            torchvision's ImageNet weights from the torch hub cache when present, else scratch
+            (said in the log and in :attr:`weights_message`); ``"imagenet"`` → those weights or a
+            :class:`~vreid.errors.WeightsError`; anything else → a weights file path.
+        last_stride: stride of the trunk's last stage (1 or 2).
+        embed_dim: width E of each attribute head's embedding layer.
         num_colors, num_types: classes of the attribute heads (default: the clustered tables).
     """
 
@@ -134,97 +93,51 @@ class AttributeModel(nn.Module):
         self,
         backbone: str = "resnext101_32x8d",
         num_ids: int = 1,
-        pretrained: str | os.PathLike[str] | bool | None = None,
+        pretrained: str | os.PathLike[str] | None = None,
         *,
+        last_stride: int = 1,
         embed_dim: int = 512,
         num_colors: int = len(COLOR_CLASSES),
         num_types: int = len(TYPE_CLASSES),
     ) -> None:
         super().__init__()
-        try:
-            net = torchvision.models.get_model(backbone, weights=None)
-        except ValueError:
-            raise WeightsError(
-                f"unknown torchvision backbone {backbone!r}; e.g. resnext101_32x8d, resnet50, resnet18"
-            ) from None
-        self.weights_source = self._load_imagenet(net, backbone, pretrained)
-        self.feature_dim = _strip_classifier(net, backbone)
-        self.backbone_name = backbone
-        self.backbone = net
-        self.neck = nn.BatchNorm1d(self.feature_dim)
-        self.neck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(self.feature_dim, num_ids, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.backbone = backbone
+        self.last_stride = last_stride
+        self.trunk = build_trunk(backbone, last_stride=last_stride)
+        self.weights_message = init_trunk_weights(self.trunk, backbone, pretrained)
+        self.feature_dim = trunk_feature_dim(self.trunk)
+        self.head = BNNeckHead(self.feature_dim, num_ids)
         self.color_head = AttributeHead(self.feature_dim, num_colors, embed_dim)
         self.type_head = AttributeHead(self.feature_dim, num_types, embed_dim)
         self.embed_dim = embed_dim
-
-    @staticmethod
-    def _load_imagenet(
-        net: nn.Module, backbone: str, pretrained: str | os.PathLike[str] | bool | None
-    ) -> str:
-        if pretrained is False:
-            return "scratch"
-        if pretrained is None or pretrained is True:
-            path = _cached_imagenet_weights(backbone)
-            if path is None:
-                if pretrained is True:
-                    raise WeightsError(
-                        f"no ImageNet weights for {backbone!r} in the torchvision cache "
-                        f"({Path(torch.hub.get_dir()) / 'checkpoints'}); pass a weights file"
-                    )
-                log.warning(
-                    "attribute model: no ImageNet weights for %s in the torchvision cache (%s); "
-                    "training from scratch (pass a weights file to use ImageNet weights)",
-                    backbone,
-                    Path(torch.hub.get_dir()) / "checkpoints",
-                )
-                return "scratch"
-        else:
-            path = Path(pretrained)
-        if not path.is_file():
-            raise WeightsError(f"{path}: ImageNet weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise WeightsError(f"{path}: not a readable weights file ({err})") from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise WeightsError(f"{path}: expected a state dict of a torchvision {backbone}")
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            first = str(err).splitlines()[0:2]
-            raise WeightsError(
-                f"{path}: does not match torchvision {backbone} ({' '.join(first)})"
-            ) from None
-        log.info("attribute model: ImageNet weights for %s loaded from %s", backbone, path)
-        return str(path)
+        self.arch: dict[str, Any] = {}  # filled by build_model
 
     @property
     def num_classes(self) -> int:
         """Identities of the re-id head."""
-        return self.classifier.out_features
+        return int(self.head.classifier.out_features)
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh re-id classifier for ``num_classes`` identities."""
-        self.classifier = nn.Linear(self.feature_dim, num_classes, bias=False).to(
-            self.neck.weight.device
-        )
-        nn.init.normal_(self.classifier.weight, std=0.001)
+        self.head.reset_classifier(num_classes)
+        if self.arch:
+            self.arch["num_classes"] = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features: x (B, 3, H, W) → (B, D)."""
-        return self.backbone(x)
+        """Pooled trunk features: x (B, 3, H, W) → (B, D)."""
+        return torch.flatten(F.adaptive_avg_pool2d(self._maps(x), 1), 1)
+
+    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.trunk
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        return t.layer4(t.layer3(t.layer2(t.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> ReidOutput | torch.Tensor:
         """Re-id: train mode → :class:`ReidOutput`; eval mode → (B, D) neck features."""
         features = self.forward_features(x)
-        neck = self.neck(features)
         if self.training:
-            return ReidOutput(features=features, logits=self.classifier(neck))
-        return neck
+            return ReidOutput(features, self.head.classifier(self.head.neck(features)))
+        return self.head.neck(features)
 
     def attributes(self, x: torch.Tensor) -> AttributeOutput:
         """Colour and type heads on x (B, 3, H, W)."""
@@ -232,3 +145,26 @@ class AttributeModel(nn.Module):
         color_features, color_logits = self.color_head(features)
         type_features, type_logits = self.type_head(features)
         return AttributeOutput(color_features, color_logits, type_features, type_logits)
+
+
+@register_model("attributes")
+def attributes(
+    num_classes: int,
+    *,
+    backbone: str = "resnext101_32x8d",
+    last_stride: int = 1,
+    pretrained: str | os.PathLike[str] | None = None,
+    embed_dim: int = 512,
+    num_colors: int = len(COLOR_CLASSES),
+    num_types: int = len(TYPE_CLASSES),
+) -> AttributeModel:
+    """The attribute model (re-id head for ``num_classes`` ids + colour and type heads)."""
+    return AttributeModel(
+        backbone,
+        num_classes,
+        pretrained,
+        last_stride=last_stride,
+        embed_dim=embed_dim,
+        num_colors=num_colors,
+        num_types=num_types,
+    )

@@ -110,7 +110,7 @@ def split_holdout(
     more ids) are drawn with ``seed``; every image of a held-out identity goes to ``held_out``.
     """
     ids = sorted({r.vehicle_id for r in records if r.vehicle_id is not None})
-    n_hold = int(round(fraction * len(ids)))
+    n_hold = round(fraction * len(ids))
     if fraction > 0 and len(ids) >= 2:
         n_hold = min(max(n_hold, 1), len(ids) - 1)
     rng = np.random.default_rng(seed)
@@ -197,7 +197,7 @@ def finetune_heads(
     for p in model.parameters():
         p.requires_grad_(False)
     trainable: list[nn.Parameter] = []
-    for module in [*heads, *([model.backbone] if cfg.finetune_backbone else [])]:
+    for module in [*heads, *([model.trunk] if cfg.finetune_backbone else [])]:
         for p in module.parameters():
             p.requires_grad_(True)
             trainable.append(p)
@@ -214,7 +214,7 @@ def finetune_heads(
         for epoch in range(cfg.epochs):
             model.train()
             if not cfg.finetune_backbone:
-                model.backbone.eval()  # frozen: keep its BatchNorm statistics
+                model.trunk.eval()  # frozen: keep its BatchNorm statistics
             sums = {"loss": 0.0, "color": 0.0, "type": 0.0}
             for images, batch_targets in loader:
                 images = images.to(dev, non_blocking=True)
@@ -384,7 +384,8 @@ def _arch(model: AttributeModel) -> dict[str, Any]:
     return {
         "name": "attributes",
         "num_classes": model.num_classes,
-        "backbone": model.backbone_name,
+        "backbone": model.backbone,
+        "last_stride": model.last_stride,
         "embed_dim": model.embed_dim,
         "num_colors": model.color_head.classifier.out_features,
         "num_types": model.type_head.classifier.out_features,
@@ -445,7 +446,7 @@ def load_attribute_model(
             "had no colour/type labels); train it on labelled data (AIC simulation, VeRi-776)"
         )
     options = {k: v for k, v in arch.items() if k not in ("name", "num_classes")}
-    model = AttributeModel(num_ids=int(arch["num_classes"]), pretrained=False, **options)
+    model = AttributeModel(num_ids=int(arch["num_classes"]), pretrained=None, **options)
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as err:
@@ -487,15 +488,15 @@ def train_attributes(
     out = Path(out_dir)
     final = out / ATTRIBUTE_CHECKPOINT
     if final.exists() and not overwrite:
-        raise VreidError(
-            f"{final} already exists; choose another --out folder or pass --overwrite"
-        )
+        raise VreidError(f"{final} already exists; choose another --out folder or pass --overwrite")
     cfg = config.attributes
     root = _labelled_root(config)
     dataset = load_dataset(root, cfg.format)
     records = dataset.splits.get("train", [])
     if not records:
-        raise DatasetError(f"{root}: the train split is empty; nothing to train the attribute model on")
+        raise DatasetError(
+            f"{root}: the train split is empty; nothing to train the attribute model on"
+        )
     targets = attribute_targets(records, source=str(root))
     labelled = {k: int((v != IGNORE_INDEX).sum()) for k, v in targets.items()}
     heads_trained = any(labelled.values())
@@ -525,9 +526,7 @@ def train_attributes(
     else:
         num_ids = len({r.vehicle_id for r in train_recs})
         torch.manual_seed(cfg.seed)
-        model = AttributeModel(
-            cfg.backbone, num_ids, cfg.pretrained, embed_dim=cfg.embed_dim
-        )
+        model = _build(config, num_ids)
     metrics: dict[str, Any] | None = None
     history: list[dict[str, float]] = []
     if heads_trained:
@@ -572,6 +571,22 @@ def train_attributes(
         extra={"history": history, "holdout_ids": held_ids},
     )
     return AttributeTrainResult(out, final, heads_trained, metrics, held_ids)
+
+
+def _build(config: Config, num_ids: int) -> AttributeModel:
+    from vreid.models import build_model
+
+    cfg = config.attributes
+    model = build_model(
+        "attributes",
+        num_ids,
+        backbone=cfg.backbone,
+        last_stride=cfg.last_stride,
+        pretrained=cfg.pretrained,
+        embed_dim=cfg.embed_dim,
+    )
+    assert isinstance(model, AttributeModel)
+    return model
 
 
 def _train_reid_step(
