@@ -168,18 +168,18 @@ def list_images(folder: Path) -> list[str]:
 
 
 def parse_tracks(
-    path: Path, names: Sequence[str], *, by_index: bool, first_line: int = 0
+    path: Path, names: Sequence[str], *, by_index: bool, skip_tokens: int = 0
 ) -> dict[str, int]:
     """Map image name → 0-based track id (line number) from a track file.
 
     ``by_index``: lines hold 1-based indices into ``names`` (``*_track_id.txt``); otherwise image
     names (``*_track.txt``). An image in two tracks, an index out of range or an unknown name is
-    an error. ``first_line`` skips leading tokens per line (1 for VeRi's keyed form).
+    an error. ``skip_tokens`` skips leading tokens per line (1 for VeRi's keyed form).
     """
     position = None if by_index else {n: i for i, n in enumerate(names)}
     track_of: dict[str, int] = {}
     for line_no, line in enumerate(read_lines(path)):
-        tokens = line.split()[first_line:]
+        tokens = line.split()[skip_tokens:]
         where = f"{path}, line {line_no + 1}"
         for tok in tokens:
             if by_index:
