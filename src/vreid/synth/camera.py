@@ -164,8 +164,11 @@ def sample_camera(rng: np.random.Generator, camera_id: int, *, style: str = "rea
     distance = rng.uniform(10.0, 40.0) if sim else rng.uniform(14.0, 45.0)
     fov = np.deg2rad(rng.uniform(28, 60))
     focal = SENSOR[0] / 2 / np.tan(fov / 2)
+    # zoom no further than a 5 m car at the look-at point spanning 22% of the frame width, so
+    # the nearest, largest vehicles (buses, trucks) still fit in the frame
+    focal = min(focal, 0.22 * SENSOR[0] * float(np.hypot(distance, height)) / 5.0)
     overcast = rng.random() < 0.35
-    dusk = (not sim) and rng.random() < 0.15
+    dusk = (not sim) and rng.random() < 0.1
     warm = rng.uniform(-1, 1)
     tint = rng.uniform(-0.04, 0.04)
     cast = (1 + 0.10 * warm, 1 + tint, 1 - 0.12 * warm)
@@ -179,9 +182,9 @@ def sample_camera(rng: np.random.Generator, camera_id: int, *, style: str = "rea
         lanes=int(rng.choice([2, 4, 4, 6])),
         light_azimuth=float(rng.uniform(0, 2 * np.pi)),
         light_elevation=float(rng.uniform(0.35, 1.2)),
-        ambient=float(rng.uniform(0.6, 0.75) if overcast else rng.uniform(0.35, 0.5)),
-        diffuse=float(rng.uniform(0.2, 0.35) if overcast else rng.uniform(0.5, 0.75)),
-        gain=float(rng.uniform(0.55, 0.75) if dusk else rng.uniform(0.8, 1.2)),
+        ambient=float(rng.uniform(0.72, 0.85) if overcast else rng.uniform(0.5, 0.65)),
+        diffuse=float(rng.uniform(0.15, 0.3) if overcast else rng.uniform(0.35, 0.6)),
+        gain=float(rng.uniform(0.65, 0.8) if dusk else rng.uniform(0.85, 1.2)),
         cast=tuple(float(c) for c in cast),
         saturation=float(rng.uniform(0.55, 1.15)),
         gamma=float(rng.uniform(0.85, 1.2)),
