@@ -336,9 +336,10 @@ def train_attributes_cmd(
         report = metrics.get(head)
         if report and report.get("accuracy") is not None:
             typer.echo(
-                f"{label}: held-out accuracy {100 * report['accuracy']:.1f}% on "
-                f"{report['images']} images (majority class {100 * report['majority_baseline']:.1f}%, "
-                f"uniform chance {100 * report['uniform_chance']:.1f}%)"
+                f"{label}: held-out accuracy {100 * report['accuracy']:.1f}% (balanced "
+                f"{100 * report['balanced_accuracy']:.1f}%) on {report['images']} images; "
+                f"majority class {100 * report['majority_baseline']:.1f}%, chance "
+                f"{100 * report['uniform_chance']:.1f}%"
             )
     if not result.heads_trained:
         typer.echo("no colour/type labels: only the re-id step was trained")
