@@ -306,6 +306,8 @@ def classification_report(
 
     ``probs`` (N, C), ``targets`` (N,); rows whose target is :data:`IGNORE_INDEX` are left out.
     The confusion matrix has true classes as rows and predictions as columns.
+    ``balanced_accuracy`` is the mean per-class accuracy over the classes present;
+    ``balanced_chance`` (1 / classes present) is what any constant answer gets on it.
     ``majority_baseline`` is the accuracy of always answering the most frequent class of these
     images; ``uniform_chance`` is 1/C.
     """
@@ -327,6 +329,7 @@ def classification_report(
         "images": n,
         "accuracy": float(correct.sum() / n) if n else None,
         "balanced_accuracy": float(np.mean(present)) if present else None,
+        "balanced_chance": 1.0 / len(present) if present else None,
         "majority_baseline": float(support.max() / n) if n else None,
         "uniform_chance": 1.0 / c,
         "per_class_accuracy": per_class,
