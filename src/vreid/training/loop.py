@@ -211,7 +211,9 @@ def _make_train_loader(
 def _train_transform(config: Config) -> Any:
     from vreid.training.transforms import build_transforms
 
-    return build_transforms(tuple(config.model.image_size), train=True)
+    return build_transforms(
+        tuple(config.model.image_size), train=True, **config.train.augment.model_dump()
+    )
 
 
 def _epoch_iterations(loader: DataLoader, config: Config, ddp: _Dist, device: torch.device) -> int:
