@@ -222,5 +222,6 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     history = ckpt["history"]
     assert all(h["loss"] == h["loss"] and h["loss"] > 0 for h in history)  # finite, positive
-    assert [h["iterations"] for h in history] == [2, 2]  # steps per rank (max_iters_per_epoch)
+    # each rank ran its share of the PK batches, at most max_iters_per_epoch=2
+    assert all(1 <= h["iterations"] <= 2 for h in history), history
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
