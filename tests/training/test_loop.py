@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_con
 
 
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, synth_real, small_config):
-    common = ("train.step_size=1", "train.checkpoint_every=1")
+    common = ("train.step_size=1", "train.checkpoint_every=1", "train.max_iters_per_epoch=1")
     whole = train(
         small_config(synth_real.root, "train.epochs=2", *common),
         tmp_path / "whole",
@@ -114,10 +115,23 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, synth_real,
 def test_a_run_directory_is_never_overwritten(tmp_path, trained_run, synth_real, small_config):
     before = trained_run.last_checkpoint.read_bytes()
     again = train(
-        small_config(synth_real.root), trained_run.out_dir, dataset=synth_real, progress=False
+        small_config(synth_real.root, "train.max_iters_per_epoch=1"),
+        trained_run.out_dir,
+        dataset=synth_real,
+        progress=False,
     )
     assert again.out_dir == trained_run.out_dir.with_name(trained_run.out_dir.name + "-2")
     assert trained_run.last_checkpoint.read_bytes() == before
+
+
+def test_bf16_autocast_on_cpu(tmp_path, synth_real, small_config):
+    cfg = small_config(synth_real.root, "train.amp=bf16", "train.max_iters_per_epoch=1")
+    result = train(cfg, tmp_path / "bf16", dataset=synth_real, progress=False)
+    loss = result.history[0]["loss"]
+    assert math.isfinite(loss)
+    assert loss > 0
+    weights = load_checkpoint(result.last_checkpoint)["model"]
+    assert weights["trunk.conv1.weight"].dtype == torch.float32  # autocast keeps fp32 masters
 
 
 def test_init_from_keeps_the_trunk_and_starts_a_fresh_classifier(
@@ -155,19 +169,20 @@ def test_init_from_a_checkpoint_of_another_architecture(
         )
 
 
-def test_resume_on_a_dataset_with_another_number_of_ids(tmp_path, synth_real, small_config):
-    first = train(small_config(synth_real.root), tmp_path / "r", dataset=synth_real, progress=False)
+def test_resume_on_a_dataset_with_another_number_of_ids(trained_run, synth_real, small_config):
+    before = trained_run.last_checkpoint.read_bytes()
     train_ids = sorted({r.vehicle_id for r in synth_real["train"]})
     subset = [r for r in synth_real["train"] if r.vehicle_id in train_ids[:5]]
     other = replace(synth_real, splits={**synth_real.splits, "train": subset})
     with pytest.raises(CheckpointError, match=r"identities, this dataset has 5.*--init-from"):
         train(
             small_config(other.root, "train.epochs=2"),
-            first.out_dir,
+            trained_run.out_dir,
             resume=True,
             dataset=other,
             progress=False,
         )
+    assert trained_run.last_checkpoint.read_bytes() == before
 
 
 def test_resume_without_a_run(tmp_path, synth_real, small_config):
@@ -184,7 +199,7 @@ def test_too_few_ids_for_a_pk_batch(tmp_path, synth_real, small_config):
             dataset=synth_real,
             progress=False,
         )
-    assert not (tmp_path / "pk" / "checkpoints").exists()
+    assert not (tmp_path / "pk").exists()  # checked before the run directory is made
 
 
 def test_missing_data_root(tmp_path, small_config):

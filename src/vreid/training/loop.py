@@ -299,6 +299,26 @@ def _train(
 
                 Console(stderr=True).print(msg, highlight=False, markup=False)
 
+    # -- data ---------------------------------------------------------------------------------
+    data = _load_training_dataset(config, dataset)
+    source = str(data.root)
+    train_records = data.splits.get("train") or []
+    if not train_records:
+        raise DatasetError(f"{source}: no training split (train images) to train on")
+    id_to_label = label_map(train_records, source=source)
+    vehicle_ids = sorted(id_to_label)
+    num_classes = len(vehicle_ids)
+    _check_pk(num_classes, config, ddp, source)
+    train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
+    loader, sampler = _make_train_loader(train_set, config, ddp, device)
+    can_eval = tc.eval_every > 0 and data.has_ground_truth
+
+    wanted_arch = arch_from_config(config.model, num_classes)
+    init_state: dict[str, Any] | None = None
+    if init_from is not None:
+        init_state = load_checkpoint(init_from)
+        check_arch(init_state["arch"], wanted_arch, init_from, check_classes=False)
+
     # -- run directory (rank 0 decides) -----------------------------------------------------
     ckpt_dir_name = "checkpoints"
     resume_state: dict[str, Any] | None = None
@@ -319,23 +339,8 @@ def _train(
         out_dir = Path(_broadcast(str(out_dir), ddp))
     ckpt_dir = out_dir / ckpt_dir_name
 
-    # -- data ---------------------------------------------------------------------------------
-    data = _load_training_dataset(config, dataset)
-    source = str(data.root)
-    train_records = data.splits.get("train") or []
-    if not train_records:
-        raise DatasetError(f"{source}: no training split (train images) to train on")
-    id_to_label = label_map(train_records, source=source)
-    vehicle_ids = sorted(id_to_label)
-    num_classes = len(vehicle_ids)
-    _check_pk(num_classes, config, ddp, source)
-    train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
-    loader, sampler = _make_train_loader(train_set, config, ddp, device)
-    can_eval = tc.eval_every > 0 and data.has_ground_truth
-
     # -- model ----------------------------------------------------------------------------------
     torch.manual_seed(tc.seed)
-    wanted_arch = arch_from_config(config.model, num_classes)
     if resume_state is not None:
         check_arch(
             resume_state["arch"],
@@ -351,9 +356,7 @@ def _train(
             )
         model = build_from_arch(wanted_arch)
         load_state_dict_checked(model, resume_state["model"], ckpt_dir / "last.pt")
-    elif init_from is not None:
-        init_state = load_checkpoint(init_from)
-        check_arch(init_state["arch"], wanted_arch, init_from, check_classes=False)
+    elif init_state is not None:
         model = build_from_arch(dict(wanted_arch, num_classes=init_state["arch"]["num_classes"]))
         load_state_dict_checked(model, init_state["model"], init_from)
         model.reset_classifier(num_classes)
