@@ -372,6 +372,8 @@ def _train(
         if getattr(model, "weights_message", None):
             say(model.weights_message)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     bare_model = model
@@ -517,7 +519,7 @@ def _train(
         out_dir=out_dir,
         last_checkpoint=ckpt_dir / "last.pt",
         best_checkpoint=best_path,
-        epochs=max(start_epoch, tc.epochs) if history else start_epoch,
+        epochs=max(start_epoch, tc.epochs),
         history=history,
         best_map=best_map,
     )
