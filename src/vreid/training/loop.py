@@ -565,18 +565,18 @@ def _run_epoch(
             with autocast:
                 out = model(images)
             total, parts = criterion(out.features.float(), out.logits.float(), labels)
-            if not torch.isfinite(total):
+            # one device→host copy per step: the three numbers for logging and the NaN check
+            values = torch.stack([total.detach(), parts["triplet"], parts["ce"]]).double().cpu()
+            if not math.isfinite(values[0].item()):
                 raise VreidError(
-                    f"the loss became {total.item()} at epoch {epoch + 1}, iteration {i + 1}; "
+                    f"the loss became {values[0].item()} at epoch {epoch + 1}, iteration {i + 1}; "
                     "lower train.lr or switch train.amp off"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
-            step_losses = torch.tensor(
-                [total.item(), float(parts["triplet"]), float(parts["ce"])], dtype=torch.float64
-            )
+            step_losses = values
             sums += step_losses
             images_seen += images.shape[0]
             if writer is not None:
