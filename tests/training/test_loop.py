@@ -202,6 +202,18 @@ def test_too_few_ids_for_a_pk_batch(tmp_path, synth_real, small_config):
     assert not (tmp_path / "pk").exists()  # checked before the run directory is made
 
 
+def test_an_unreadable_training_image_is_named(tmp_path, synth_real, small_config):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    records = [replace(r, path=broken) for r in synth_real["train"]]
+    bad = replace(synth_real, splits={**synth_real.splits, "train": records})
+    cfg = small_config(bad.root, "train.num_workers=1")  # the error comes from a worker process
+    with pytest.raises(DatasetError) as info:
+        train(cfg, tmp_path / "run", dataset=bad, progress=False)
+    assert str(info.value).startswith(f"{broken}: cannot read the image")
+    assert "Traceback" not in str(info.value)
+
+
 def test_missing_data_root(tmp_path, small_config):
     with pytest.raises(ConfigError, match=r"data\.root is not set"):
         train(small_config(), tmp_path / "x", progress=False)
@@ -211,6 +223,7 @@ def test_missing_data_root(tmp_path, small_config):
 def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     out = tmp_path / "ddp"
     sets = [*small_overrides, f"data.root={tiny_synth / 'real'}", "train.epochs=2"]
+    sets += ["train.eval_every=1"]  # rank 0 evaluates while the other waits
     cmd = [
         sys.executable,
         "-m",
@@ -240,3 +253,5 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     # each rank ran its share of the PK batches, at most max_iters_per_epoch=2
     assert all(1 <= h["iterations"] <= 2 for h in history), history
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert all(0 <= h["mAP"] <= 1 for h in history)
+    assert (out / "checkpoints" / "best.pt").is_file()

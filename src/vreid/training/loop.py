@@ -47,7 +47,7 @@ from vreid.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from vreid.training.data import ReidImageDataset, label_map
+from vreid.training.data import ReidImageDataset, label_map, worker_errors
 
 log = logging.getLogger("vreid.training")
 
@@ -553,7 +553,7 @@ def _run_epoch(
         device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     )
     start = time.perf_counter()
-    with progress_bar(disable=not show) as bar:
+    with worker_errors(), progress_bar(disable=not show) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_iters, info="")
         it = iter(loader)
         for i in range(n_iters):
