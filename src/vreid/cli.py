@@ -200,6 +200,7 @@ def synth_command(
         console.print(
             f"colour-histogram baseline on real/ query→gallery: mAP {numbers['colour_hist_mAP']:.1%}, "
             f"rank-1 {numbers['colour_hist_rank1']:.1%} (chance mAP {numbers['chance_mAP']:.1%}); "
+            f"inside the true boxes mAP {numbers.get('colour_hist_box_mAP', float('nan')):.1%}; "
             f"contact sheet: {root / 'contact_sheet.png'}"
         )
 

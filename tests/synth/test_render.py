@@ -11,7 +11,7 @@ from PIL import Image
 
 from vreid.datasets.attributes import AIC_COLORS
 from vreid.synth import plan_dataset
-from vreid.synth.camera import sample_camera
+from vreid.synth.camera import CameraSpec, sample_camera
 from vreid.synth.render import FrameSpec, Renderer
 from vreid.synth.vehicles import COLOR_RGB, sample_vehicle
 
@@ -76,7 +76,9 @@ def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
 
     plan = plan_dataset(tiny_synth, preset="tiny", seed=0)
     renderer = Renderer(plan.vehicles, plan.cameras, (256, 256))
-    labels = {r.name: r for r in load_dataset(tiny_synth / "simulation")["train"]}
+    sim = load_dataset(tiny_synth / "simulation")
+    labels = {r.name: r for r in sim["train"]}
+    extras = sim.extra_attributes["train"]
     checked = 0
     for task in plan.tasks:
         path = Path(task.path)
@@ -90,6 +92,8 @@ def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
             spec.vehicle_id,
         )
         out = renderer.render(task.frame, mask=True)
+        labelled = float(extras[path.name]["orientation"])
+        assert _hue_distance(labelled, out.orientation) < 0.1  # label = rendered pose
         if out.mask.sum() < 300:  # mostly hidden (truncated or occluded)
             continue
         on_disk = Image.open(path)
@@ -98,11 +102,15 @@ def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
     assert checked >= 10
 
 
+def _with(cam: CameraSpec, **changes: float) -> CameraSpec:
+    """A copy of a camera with some fields changed (fresh cached geometry)."""
+    return CameraSpec(**{**{k: getattr(cam, k) for k in cam.__dataclass_fields__}, **changes})
+
+
 def _side_aspect(type_name: str) -> float:
     """Height / width of a type's body mask seen from the side by a fixed camera."""
-    cam = sample_camera(np.random.default_rng(5), 1)
     side = {"road_angle": 0.0, "height": 4.0, "distance": 30.0, "resolution": 1.0, "blur": 0.0}
-    cam = type(cam)(**{**{k: getattr(cam, k) for k in cam.__dataclass_fields__}, **side})
+    cam = _with(sample_camera(np.random.default_rng(5), 1), **side)
     v = sample_vehicle(np.random.default_rng(0), 1, type_name=type_name, color_name="red")
     out = Renderer([v], [cam], (256, 256)).render(_frame(cam, 0, 0), mask=True)
     ys, xs = np.nonzero(out.mask)
@@ -143,3 +151,19 @@ def test_rendering_is_pure() -> None:
     r = Renderer(vehicles, cams, background_cache=1)  # different cache state and order
     b = [np.asarray(r.render(f).image) for f in reversed(frames)][::-1]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_other_traffic_hides_part_of_the_vehicle() -> None:
+    rng = np.random.default_rng(6)
+    vehicles = [sample_vehicle(rng, 1, type_name="sedan", color_name="red")]
+    vehicles.append(sample_vehicle(rng, 2, type_name="van", color_name="white"))
+    cam = _with(sample_camera(np.random.default_rng(8), 1), road_angle=0.0, height=5.0)
+    r = Renderer(vehicles, [cam], (128, 128))
+    lanes = cam.lane_offsets()
+    far = max(range(len(lanes)), key=lambda i: -cam.camera_side * lanes[i][0])
+    clear = _frame(cam, 0, 0, lane=far)
+    near_lat = clear.lateral + cam.camera_side * 3.5
+    hidden = FrameSpec(**{**clear.__dict__, "occluder": (1, clear.s, near_lat, clear.heading)})
+    a, b = r.render(clear, mask=True), r.render(hidden, mask=True)
+    assert b.mask.sum() < 0.8 * a.mask.sum()  # the van in front hides the sedan's paint
+    assert a.box == b.box  # the true box is the whole (amodal) vehicle

@@ -277,6 +277,13 @@ def render_background(cam: CameraSpec) -> Image.Image:
         a, b = rng.uniform(0.5, 3), rng.uniform(0.3, 1.5)
         k = rng.uniform(0.75, 1.2)
         _fill(draw, cam, rect(s - a, s + a, lat - b, min(hw, lat + b)), asphalt_rgb * k)
+    # shadows of trees and buildings across the road
+    for _ in range(int(rng.integers(0, 5))):
+        s = rng.uniform(-50, 50)
+        a = rng.uniform(1.5, 8)
+        side = rng.choice([-1, 1])
+        reach = rng.uniform(0.3, 1.0) * 2 * hw
+        _fill(draw, cam, rect(s - a, s + a, side * hw, side * (hw - reach)), asphalt_rgb * 0.55)
     # lane markings: dashed lines between lanes, solid edges and centre line
     paint = np.array([225, 225, 215]) * rng.uniform(0.75, 1.0)
     yellow_centre = rng.random() < 0.5
@@ -362,17 +369,12 @@ def render_background(cam: CameraSpec) -> Image.Image:
             )
             draw_prop(draw, cam, p, lambda uv: uv)
 
-    # texture: smooth shading variation plus fine grain
+    # texture: smooth shading variation plus fine grain, one (h, w) modulation for all channels
     arr = np.asarray(img, dtype=np.float32)
-    low = _noise_field(rng, h, w, 160)[..., None]
-    mid = _noise_field(rng, h, w, 24)[..., None]
-    grain = rng.standard_normal((h // 2, w // 2), dtype=np.float32)
-    grain = (
-        np.asarray(
-            Image.fromarray(((grain * 20) + 128).clip(0, 255).astype(np.uint8)).resize((w, h)),
-            dtype=np.float32,
-        )[..., None]
-        - 128
-    )
-    arr = arr * (1 + 0.10 * low + 0.06 * mid) + 0.35 * grain
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    mod = 1 + 0.10 * _noise_field(rng, h, w, 160) + 0.06 * _noise_field(rng, h, w, 24)
+    grain = rng.integers(0, 256, size=(h // 2, w // 2), dtype=np.uint8)
+    grain = Image.fromarray(grain).resize((w, h), Image.BILINEAR)
+    add = (np.asarray(grain, dtype=np.float32) - 127.5) * 0.05
+    arr *= mod[..., None]
+    arr += add[..., None]
+    return Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8))

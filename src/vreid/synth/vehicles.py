@@ -150,6 +150,11 @@ def sample_vehicle(
     for k in ("L", "hood", "roof", "rear"):
         plan[k] *= sl
     plan["wind"] *= rng.uniform(0.85, 1.15)
+    # the identity's own body plan: hood, rear window and nose/tail shapes vary independently
+    plan["hood"] *= rng.uniform(0.9, 1.1)
+    plan["rear"] *= rng.uniform(0.8, 1.2)
+    plan["nose"] *= rng.uniform(0.7, 1.3)
+    plan["tail"] *= rng.uniform(0.7, 1.3)
     plan["W"] *= sw
     for k in ("hb", "hr"):
         plan[k] *= sh
@@ -246,8 +251,12 @@ class Mesh:
     footprint: np.ndarray  # (4, 2) ground rectangle (x, y)
     top_height: float
     bounds: np.ndarray = field(init=False)  # (8, 3) bounding-box corners
+    spans: list[tuple[int, int]] = field(init=False)
+    """(first, end) vertex index of each polygon (polygons are stored contiguously)."""
 
     def __post_init__(self) -> None:
+        self.spans = [(int(p[0]), int(p[-1]) + 1) for p in self.polys]
+        assert all(b - a == len(p) for (a, b), p in zip(self.spans, self.polys, strict=True))
         lo, hi = self.vertices.min(0), self.vertices.max(0)
         self.bounds = np.array(
             [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
@@ -446,7 +455,8 @@ def build_mesh(spec: VehicleSpec) -> Mesh:
     _, sides, strips, quads = _prism(
         b,
         profile,
-        [hw] * 6,
+        # a slight shoulder: the top of the lower body is narrower than its skirt
+        [hw, hw, hw - 0.02, hw - 0.07, hw - 0.07, hw - 0.02],
         layer=0,
         side_rgb=body_rgb,
         strip_rgb=lower_rgb,
@@ -519,6 +529,16 @@ def build_mesh(spec: VehicleSpec) -> Mesh:
             ]
             b.decal(np.array([(x, y, z) for x, z in pts]), f, PAINT, m["rgb"])
         for ax in axles:
+            t_arch = np.linspace(0, np.pi, 8)
+            arch = np.stack(
+                [
+                    ax + 1.2 * r * np.cos(t_arch),
+                    np.full(8, y + sgn * 0.01),
+                    r + 1.2 * r * np.sin(t_arch),
+                ],
+                axis=1,
+            )
+            b.decal(arch, f, PAINT, (0.02, 0.02, 0.025))  # the wheel well
             b.decal(_circle(ax, r, y + sgn * 0.02, r * 1.08, 12), f, PAINT, (0.04, 0.04, 0.045))
             b.decal(_circle(ax, r, y + sgn * 0.03, r * 0.62, 10), f, PAINT, spec.rim_rgb)
             b.decal(_circle(ax, r, y + sgn * 0.04, r * 0.18, 6), f, PAINT, (0.2, 0.2, 0.22))
