@@ -34,10 +34,20 @@ class Section(BaseModel):
 class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
-    format: str = "auto"
-    """Dataset format: auto, aic20, aic21, veri776, vehicleid, folder."""
+    format: Literal[
+        "auto", "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "folder"
+    ] = "auto"
+    """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
     """Root of the synthetic pre-training dataset (AIC simulation layout); ``None`` skips pre-training."""
+    vehicleid_test_size: Literal[800, 1600, 2400] = 800
+    """VehicleID only: which test list (``test_list_<n>.txt``) gives the query/gallery split."""
+    vehicleid_draw: int = Field(0, ge=0, le=9)
+    """VehicleID only: which of the 10 seeded gallery draws to use (results average all 10)."""
+    vehicleid_seed: int = 0
+    """VehicleID only: seed of the gallery draws."""
+    folder_csv: Path | None = None
+    """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +100,31 @@ class ModelConfig(Section):
 
 # --------------------------------------------------------------------------------------------
 # train (issue 5)
+class AugmentConfig(Section):
+    """Training augmentation (paper section 4; ``vreid.training.transforms.build_transforms``)."""
+
+    enlarge_p: float = Field(0.5, ge=0, le=1)
+    """Probability of enlarging the image by ``enlarge_factor`` and cropping it back at random."""
+    enlarge_factor: float = Field(1.125, ge=1)
+    """Enlargement before the random crop."""
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a horizontal flip."""
+    brightness: float = Field(0.2, ge=0)
+    """Colour-jitter brightness strength (factor drawn in [1 − b, 1 + b])."""
+    contrast: float = Field(0.15, ge=0)
+    """Colour-jitter contrast strength."""
+    pca_std: float = Field(0.1, ge=0)
+    """σ of AlexNet-style PCA colour noise."""
+    pca_p: float = Field(0.5, ge=0, le=1)
+    """Probability of PCA colour noise."""
+    erasing_p: float = Field(0.5, ge=0, le=1)
+    """Probability of random erasing."""
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    """Range of the erased fraction of the image."""
+    erasing_min_aspect: float = Field(0.3, gt=0, le=1)
+    """Smallest aspect ratio of the erased rectangle (the largest is its inverse)."""
+
+
 class TrainConfig(Section):
     epochs: int = Field(25, ge=1)
     """Epochs (paper: ~25 on synthetic data, then ~25 on real data)."""
@@ -113,6 +148,10 @@ class TrainConfig(Section):
     """Weight of the label-smoothed cross-entropy."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     """Label-smoothing epsilon."""
+    soft_margin: bool = False
+    """Soft-margin triplet loss log(1 + exp(d_ap − d_an)) instead of the hinge with ``margin``."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training augmentation."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
