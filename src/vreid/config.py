@@ -156,6 +156,23 @@ class TrainConfig(Section):
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
     """Seed for sampling, augmentation and initialisation."""
+    # -- training loop (vreid.training.loop); keep these at the end of the class --
+    eval_every: int = Field(5, ge=0)
+    """Evaluate mAP/CMC on query/gallery every N epochs (and after the last); 0 disables."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Also keep ``checkpoints/epoch_XXX.pt`` every N epochs; 0 keeps only ``last.pt``/``best.pt``."""
+    max_iters_per_epoch: int | None = Field(None, ge=1)
+    """Cap on iterations per epoch (tests, demo, quick looks); ``None``: one pass of the PK sampler."""
+    num_workers: int = Field(2, ge=0)
+    """DataLoader worker processes per training process."""
+    batch_size_eval: int = Field(64, ge=1)
+    """Batch size of feature extraction during evaluation."""
+    device: str = "auto"
+    """Device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N. Under torchrun: LOCAL_RANK's GPU."""
+    channels_last: bool = False
+    """Use the channels-last memory format (faster convolutions with AMP on recent GPUs)."""
+    eval_flip: bool = False
+    """Average the features of each image and its mirror image when evaluating."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +182,51 @@ class AttributeConfig(Section):
     """torchvision backbone of the attribute model (paper: ResNeXt101 32×8d)."""
     image_size: tuple[int, int] = (224, 224)
     """Input (height, width) of the attribute model (paper: 224×224)."""
+    data_root: Path | None = None
+    """Dataset with colour/type labels (AIC simulation layout or VeRi-776); ``None``: ``data.sim_root``."""
+    format: str = "auto"
+    """Format of ``data_root`` (see ``data.format``)."""
+    pretrained: str | None = "auto"
+    """Trunk weights (paper: ImageNet): ``auto`` = torchvision's ImageNet weights from the torch hub
+    cache when present, else scratch (logged); ``imagenet`` = those or an error; a file path;
+    ``None`` = scratch."""
+    last_stride: Literal[1, 2] = 1
+    """Stride of the trunk's last stage (1 as the team's re-id models; 2 = torchvision's)."""
+    embed_dim: int = Field(512, ge=1)
+    """Width of each attribute head's embedding layer (the penultimate features used for re-ranking)."""
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    """Fraction of the labelled identities held out of both steps to measure colour/type accuracy."""
+    seed: int = 0
+    """Seed of the held-out split, sampling and initialisation."""
+    reid: bool = True
+    """Run step 1 (re-id training, triplet + softmax) before the attribute fine-tuning."""
+    reid_epochs: int = Field(55, ge=1)
+    """Step 1 epochs (paper: 55)."""
+    reid_lr: float = Field(3e-4, gt=0)
+    """Step 1 Adam learning rate (paper: 0.0003); the other step-1 keys come from ``train``."""
+    reid_step_size: int = Field(20, ge=1)
+    """Step 1: epochs between learning-rate decays (paper: every 20 epochs)."""
+    reid_gamma: float = Field(0.3, gt=0)
+    """Step 1 learning-rate decay factor (paper: 0.3)."""
+    epochs: int = Field(40, ge=1)
+    """Step 2 (softmax-only fine-tuning of the colour and type heads) epochs (not in the paper)."""
+    lr: float = Field(2e-3, gt=0)
+    """Step 2 learning rate (paper: 0.002)."""
+    step_size: int = Field(20, ge=1)
+    """Step 2: epochs between learning-rate decays (paper: every 20 epochs)."""
+    gamma: float = Field(0.5, gt=0)
+    """Step 2 learning-rate decay factor (paper: 0.5)."""
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    """Step 2 optimiser (not in the paper): SGD with momentum 0.9, or Adam."""
+    weight_decay: float = Field(5e-4, ge=0)
+    """Step 2 weight decay."""
+    batch_size: int = Field(32, ge=2)
+    """Step 2 batch size (images, shuffled)."""
+    finetune_backbone: bool = True
+    """Step 2 also updates the backbone (False: only the two heads learn)."""
+    augment: Literal["reid", "light"] = "reid"
+    """Step 2 augmentation: ``reid`` = the re-id training's (paper: crop, flip, colour jitter, PCA
+    colour noise, random erasing); ``light`` = crop and flip only (no colour changes, no erasing)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,703 @@
+"""Training and feature extraction of the attribute model (paper sections 3.2.2 and 4).
+
+:func:`train_attributes` runs the paper's two steps on a dataset with colour/type labels (AIC
+simulation XML, VeRi-776 label files, our synthetic data):
+
+1. **re-id** — the attribute model's backbone and re-id head learn identities with triplet +
+   softmax through the team's training loop (:func:`vreid.training.loop.train`);
+2. **attributes** — softmax-only fine-tuning of the colour and type heads (paper: lr 0.002, × 0.5
+   every 20 epochs), with the clustered classes of :mod:`vreid.datasets.attributes` (images of an
+   excluded colour are left out of the colour loss).
+
+A seeded fraction of the labelled *identities* is held out of both steps; the per-class accuracy
+and confusion matrices on them are written as ``attribute_metrics.json`` and
+``confusion_{color,type}.png``.
+
+:func:`extract_attribute_features` writes, per head, the penultimate features (the metadata
+re-ranking uses Euclidean distances between them) and the predicted class probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vreid.artefacts import atomic_path, new_run_dir, write_json_atomic, write_text_atomic
+from vreid.config import Config, save_config
+from vreid.datasets import ImageRecord, load_dataset
+from vreid.datasets.attributes import (
+    ATTRIBUTE_CLASSES,
+    IGNORE_INDEX,
+    attribute_targets,
+)
+from vreid.errors import CheckpointError, ConfigError, DatasetError
+from vreid.models.attributes import AttributeModel
+
+log = logging.getLogger("vreid.training")
+
+HEADS: tuple[str, ...] = ("color", "type")
+FEATURE_KINDS: tuple[str, ...] = ("color", "type", "color_probs", "type_probs")
+"""Sub-folders of an attribute feature directory: per-head features, then per-head probabilities."""
+ATTRIBUTE_CHECKPOINT = "checkpoints/attributes.pt"
+"""Path of the final attribute-model checkpoint inside a ``train_attributes`` output folder."""
+
+
+@dataclass
+class AttributeTrainResult:
+    """What :func:`train_attributes` produced."""
+
+    out_dir: Path
+    checkpoint: Path
+    """The final checkpoint (re-id head and, when labels exist, trained attribute heads)."""
+    heads_trained: bool
+    """False when the data had no colour/type labels (only the re-id step ran)."""
+    metrics: dict[str, Any] | None = None
+    """Content of ``attribute_metrics.json`` (held-out accuracies under ``color``/``type``)."""
+    holdout_ids: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+_LIGHT_AUGMENT = {"brightness": 0.0, "contrast": 0.0, "pca_p": 0.0, "erasing_p": 0.0}
+"""``attributes.augment=light``: keep the enlarge-and-crop and the flip, drop colour changes and erasing."""
+
+
+def _transforms(image_size: Sequence[int], *, train: bool, augment: str = "reid") -> Callable:
+    from vreid.training.transforms import build_transforms
+
+    options = _LIGHT_AUGMENT if (train and augment == "light") else {}
+    return build_transforms(tuple(image_size), train=train, **options)
+
+
+def split_holdout(
+    records: Sequence[ImageRecord], fraction: float, *, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord], list[int]]:
+    """Split records by identity: ``(train, held_out, held_out_ids)``.
+
+    ``round(fraction · ids)`` identities (at least one when ``fraction > 0`` and there are two or
+    more ids; never all of them) are drawn with ``seed``; every image of a held-out identity goes
+    to ``held_out``.
+    """
+    ids = sorted({r.vehicle_id for r in records if r.vehicle_id is not None})
+    n_hold = round(fraction * len(ids))
+    if fraction > 0 and len(ids) >= 2:
+        n_hold = min(max(n_hold, 1), len(ids) - 1)
+    else:
+        n_hold = 0
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(np.array(ids, dtype=np.int64), size=n_hold, replace=False).tolist())
+    train = [r for r in records if r.vehicle_id not in held]
+    hold = [r for r in records if r.vehicle_id in held]
+    return train, hold, sorted(held)
+
+
+def _query_gallery(held: Sequence[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Held-out images as a re-id test: per identity and camera the first image is a query, the
+    rest (and identities' images in other cameras) the gallery."""
+    seen: set[tuple[Any, Any]] = set()
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
+    for r in held:
+        key = (r.vehicle_id, r.camera)
+        if key in seen:
+            gallery.append(r)
+        else:
+            seen.add(key)
+            query.append(r)
+    return query, gallery
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available here; use cpu or auto")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# step 2: softmax-only fine-tuning of the colour and type heads
+
+
+def _head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the non-ignored targets; 0 (with a graph) when all are ignored."""
+    kept = target != IGNORE_INDEX
+    if not bool(kept.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[kept], target[kept])
+
+
+def finetune_heads(
+    model: AttributeModel,
+    records: Sequence[ImageRecord],
+    targets: dict[str, np.ndarray],
+    config: Config,
+    *,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Step 2: train the colour and type heads with softmax alone (in place).
+
+    ``targets``: ``{"color": (N,), "type": (N,)}`` class indices, :data:`IGNORE_INDEX` where an
+    image is left out of that head's loss (images with neither label are skipped). Keys used:
+    ``attributes.{epochs, lr, step_size, gamma, optimizer, weight_decay, batch_size,
+    finetune_backbone, image_size}``, ``train.{device, num_workers}``. Returns one
+    ``{"loss", "color", "type", "lr"}`` mean per epoch.
+    """
+    from vreid.training.data import ReidImageDataset
+    from vreid.training.evaluation import progress_bar
+
+    cfg = config.attributes
+    dev = _device(config.train.device)
+    model.to(dev)
+    keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
+    if len(keep) < 2:
+        raise DatasetError("attribute fine-tuning needs at least two labelled training images")
+    recs = [records[i] for i in keep]
+    target_t = {k: torch.from_numpy(v[keep]) for k, v in targets.items()}
+    data = ReidImageDataset(
+        recs, _transforms(cfg.image_size, train=True, augment=cfg.augment), require_ids=False
+    )
+    loader = DataLoader(
+        data,
+        batch_size=min(cfg.batch_size, len(recs)),
+        shuffle=True,
+        drop_last=True,  # BatchNorm needs more than one sample per batch
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=config.train.num_workers,
+        pin_memory=dev.type == "cuda",
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    modules: list[nn.Module] = [model.color_head, model.type_head]
+    if cfg.finetune_backbone:
+        modules.append(model.trunk)
+    trainable = [p for m in modules for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    else:
+        opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    history: list[dict[str, float]] = []
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task(
+                "attribute heads", total=cfg.epochs * len(loader), info="colour+type softmax"
+            )
+            for epoch in range(cfg.epochs):
+                model.train()
+                if not cfg.finetune_backbone:
+                    model.trunk.eval()  # frozen: keep its BatchNorm statistics
+                lr = opt.param_groups[0]["lr"]
+                sums = torch.zeros(3, dtype=torch.float64)
+                for images, _, index in loader:
+                    out = model.attributes(images.to(dev, non_blocking=True))
+                    lc = _head_loss(out.color_logits, target_t["color"][index].to(dev))
+                    lt = _head_loss(out.type_logits, target_t["type"][index].to(dev))
+                    loss = lc + lt
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sums += torch.tensor([loss.item(), lc.item(), lt.item()], dtype=torch.float64)
+                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs}")
+                sched.step()
+                n = max(len(loader), 1)
+                rec = {
+                    "epoch": epoch + 1,
+                    "loss": sums[0].item() / n,
+                    "color": sums[1].item() / n,
+                    "type": sums[2].item() / n,
+                    "lr": lr,
+                }
+                history.append(rec)
+                log.info(
+                    "attribute heads epoch %d/%d: loss %.4f (colour %.4f, type %.4f), lr %.2e",
+                    epoch + 1,
+                    cfg.epochs,
+                    rec["loss"],
+                    rec["color"],
+                    rec["type"],
+                    lr,
+                )
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.head.neck.bias.requires_grad_(False)
+        model.eval()
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs of the heads, accuracy, confusion matrices
+
+
+@torch.no_grad()
+def predict_attributes(
+    model: AttributeModel,
+    records: Sequence[ImageRecord],
+    image_size: Sequence[int],
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Run both heads over ``records`` (eval transforms, record order).
+
+    Returns float32 arrays ``{"color": (N, E), "type": (N, E), "color_probs": (N, Cc),
+    "type_probs": (N, Ct)}``: each head's penultimate features and class probabilities.
+    """
+    from vreid.training.data import ReidImageDataset
+    from vreid.training.evaluation import eval_loader, progress_bar
+
+    dev = _device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    data = ReidImageDataset(records, _transforms(image_size, train=False), require_ids=False)
+    loader = eval_loader(
+        data, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
+    kinds = ("color", "type", "color_probs", "type_probs")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task("attribute features", total=len(loader), info="")
+            for images, _, _ in loader:
+                out = model.attributes(images.to(dev, non_blocking=True))
+                parts["color"].append(out.color_features.float().cpu())
+                parts["type"].append(out.type_features.float().cpu())
+                parts["color_probs"].append(out.color_logits.float().softmax(1).cpu())
+                parts["type_probs"].append(out.type_logits.float().softmax(1).cpu())
+                bar.advance(task)
+    finally:
+        model.train(was_training)
+    widths = {
+        "color": model.embed_dim,
+        "type": model.embed_dim,
+        "color_probs": model.color_head.classifier.out_features,
+        "type_probs": model.type_head.classifier.out_features,
+    }
+    return {
+        k: (torch.cat(v).numpy() if v else np.zeros((0, widths[k]))).astype(np.float32)
+        for k, v in parts.items()
+    }
+
+
+def classification_report(
+    probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (recall) and confusion matrix of one head.
+
+    ``probs`` (N, C), ``targets`` (N,); rows whose target is :data:`IGNORE_INDEX` are left out.
+    The confusion matrix has true classes as rows and predictions as columns.
+    ``balanced_accuracy`` is the mean per-class accuracy over the classes present;
+    ``balanced_chance`` (1 / classes present) is what any constant answer gets on it.
+    ``majority_baseline`` is the accuracy of always answering the most frequent class of these
+    images; ``uniform_chance`` is 1/C.
+    """
+    kept = targets != IGNORE_INDEX
+    y = targets[kept].astype(np.int64)
+    c = len(classes)
+    pred = probs[kept].argmax(1).astype(np.int64)
+    confusion = np.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    support = confusion.sum(1)
+    correct = np.diag(confusion)
+    per_class = {
+        name: (float(correct[i] / support[i]) if support[i] else None)
+        for i, name in enumerate(classes)
+    }
+    n = int(kept.sum())
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "classes": list(classes),
+        "images": n,
+        "accuracy": float(correct.sum() / n) if n else None,
+        "balanced_accuracy": float(np.mean(present)) if present else None,
+        "balanced_chance": 1.0 / len(present) if present else None,
+        "majority_baseline": float(support.max() / n) if n else None,
+        "uniform_chance": 1.0 / c,
+        "per_class_accuracy": per_class,
+        "support": {name: int(support[i]) for i, name in enumerate(classes)},
+        "confusion": confusion.tolist(),
+    }
+
+
+def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: str) -> Path:
+    """Write the confusion matrix of :func:`classification_report` as a PNG (rows normalised,
+    cells annotated with counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(report["confusion"], dtype=np.float64)
+    classes = report["classes"]
+    rows = counts.sum(1, keepdims=True)
+    norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    size = 1.5 + 0.55 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    support = counts.sum(1).astype(int)
+    ax.set_yticks(
+        range(len(classes)), [f"{c} ({n})" for c, n in zip(classes, support, strict=True)]
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (images)")
+    acc = report["accuracy"]
+    ax.set_title(f"{title}\naccuracy {acc:.1%}" if acc is not None else title, fontsize=10)
+    for i, j in zip(*np.nonzero(counts), strict=True):
+        ax.text(
+            j,
+            i,
+            str(int(counts[i, j])),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if norm[i, j] > 0.5 else "black",
+        )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _arch(model: AttributeModel) -> dict[str, Any]:
+    return {
+        "name": "attributes",
+        "num_classes": model.num_classes,
+        "backbone": model.backbone,
+        "last_stride": model.last_stride,
+        "eval_features": model.eval_features,
+        "embed_dim": model.embed_dim,
+        "num_colors": model.color_head.classifier.out_features,
+        "num_types": model.type_head.classifier.out_features,
+    }
+
+
+def load_attribute_model(
+    checkpoint: str | os.PathLike[str], *, require_heads: bool = True
+) -> tuple[AttributeModel, dict[str, Any]]:
+    """Rebuild an :class:`AttributeModel` from a checkpoint (``weights_only=True``).
+
+    Returns ``(model in eval mode on the CPU, checkpoint dict)``. Raises :class:`CheckpointError`
+    for missing or foreign checkpoints and, with ``require_heads``, for one whose colour/type
+    heads were never trained.
+    """
+    from vreid.training.checkpoint import build_from_arch, load_checkpoint, load_state_dict_checked
+
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["arch"].get("name") != "attributes":
+        raise CheckpointError(
+            f"{checkpoint}: a {ckpt['arch'].get('name')!r} checkpoint, not an attribute model; "
+            "pass the checkpoints/attributes.pt written by `vreid train-attributes`"
+        )
+    if require_heads and not ckpt.get("heads_trained", False):
+        raise CheckpointError(
+            f"{checkpoint}: the colour/type heads of this attribute model were never trained (its "
+            "data had no colour/type labels); train it on labelled data (AIC simulation, VeRi-776)"
+        )
+    model = build_from_arch(ckpt["arch"])
+    load_state_dict_checked(model, ckpt["model"], checkpoint)
+    assert isinstance(model, AttributeModel)
+    return model.eval(), ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def _labelled_root(config: Config) -> Path:
+    root = config.attributes.data_root or config.data.sim_root
+    if root is None:
+        raise ConfigError(
+            "attributes.data_root (or data.sim_root) is not set: the attribute model needs a "
+            "dataset with colour/type labels (AIC simulation layout or VeRi-776)"
+        )
+    return Path(root)
+
+
+def reid_step_config(config: Config) -> Config:
+    """The config of step 1: ``model`` = the attribute model (``attributes.backbone`` …), ``train``
+    with the ``attributes.reid_*`` schedule; every other key as given."""
+    a = config.attributes
+    model = config.model.model_copy(
+        update={
+            "name": "attributes",
+            "backbone": a.backbone,
+            "pretrained": a.pretrained,
+            "last_stride": a.last_stride,
+            "image_size": a.image_size,
+        }
+    )
+    train = config.train.model_copy(
+        update={
+            "epochs": a.reid_epochs,
+            "lr": a.reid_lr,
+            "step_size": a.reid_step_size,
+            "gamma": a.reid_gamma,
+            "seed": a.seed,
+        }
+    )
+    return config.model_copy(update={"model": model, "train": train})
+
+
+def _build(config: Config, num_ids: int, *, pretrained: bool) -> AttributeModel:
+    from vreid.models import build_model
+
+    a = config.attributes
+    model = build_model(
+        "attributes",
+        num_ids,
+        backbone=a.backbone,
+        last_stride=a.last_stride,
+        eval_features=config.model.eval_features,
+        pretrained=a.pretrained if pretrained else None,
+        embed_dim=a.embed_dim,
+    )
+    assert isinstance(model, AttributeModel)
+    return model
+
+
+def _train_reid_step(
+    config: Config,
+    root: Path,
+    fmt: str,
+    train_recs: Sequence[ImageRecord],
+    held_recs: Sequence[ImageRecord],
+    out_dir: Path,
+    *,
+    progress: bool,
+) -> tuple[AttributeModel, dict[str, Any]]:
+    """Step 1: re-id training of the attribute model with :func:`vreid.training.loop.train`.
+
+    The held-out identities form the loop's query/gallery (its mAP is reported in ``reid/``).
+    Returns the model (attribute heads at their initialisation) and a summary.
+    """
+    from vreid.datasets import ReidDataset
+    from vreid.training.checkpoint import load_checkpoint, load_state_dict_checked
+    from vreid.training.loop import train
+
+    query, gallery = _query_gallery(held_recs)
+    splits = {"train": list(train_recs)}
+    if query and gallery:
+        splits.update(query=query, gallery=gallery)
+    dataset = ReidDataset(root=root, format=fmt, splits=splits)
+    step_cfg = reid_step_config(config)
+    result = train(step_cfg, out_dir, dataset=dataset, progress=progress)
+    state = load_checkpoint(result.last_checkpoint)
+    model = _build(config, int(state["arch"]["num_classes"]), pretrained=False)
+    # The attribute heads were not trained in step 1; their widths follow attributes.embed_dim.
+    weights = {
+        k: v for k, v in state["model"].items() if not k.startswith(("color_head.", "type_head."))
+    }
+    own = model.state_dict()
+    weights.update({k: v for k, v in own.items() if k.startswith(("color_head.", "type_head."))})
+    load_state_dict_checked(model, weights, result.last_checkpoint)
+    summary = {
+        "run_dir": str(result.out_dir),
+        "epochs": result.epochs,
+        "last_checkpoint": str(result.last_checkpoint),
+        "held_out_reid": {
+            k: result.history[-1][k]
+            for k in ("mAP", "rank1", "rank5", "mINP")
+            if result.history and k in result.history[-1]
+        },
+    }
+    return model, summary
+
+
+def train_attributes(
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+) -> AttributeTrainResult:
+    """Train the attribute model in the paper's two steps; write its checkpoint and metrics.
+
+    Reads the train split of ``attributes.data_root`` (or ``data.sim_root``); holds out
+    ``attributes.holdout_fraction`` of its identities (seeded). Writes into ``out_dir`` (a fresh
+    sibling when it already holds a run): ``config.yaml``, ``holdout_ids.txt``, ``reid/`` (step 1's
+    training run; its mAP is on the held-out identities), ``checkpoints/attributes.pt`` and, when
+    the data carry colour/type labels, ``attribute_metrics.json`` and
+    ``confusion_{color,type}.png`` (held-out identities). A split without colour/type labels logs a
+    clear message and trains the re-id step alone.
+    """
+    from vreid.training.checkpoint import save_checkpoint
+
+    cfg = config.attributes
+    root = _labelled_root(config)
+    dataset = load_dataset(root, cfg.format)
+    records = dataset.splits.get("train") or []
+    if not records:
+        raise DatasetError(f"{root}: no train split; nothing to train the attribute model on")
+    targets = attribute_targets(records, source=str(root))
+    labelled = {k: int((v != IGNORE_INDEX).sum()) for k, v in targets.items()}
+    heads_trained = any(labelled.values())
+    if not heads_trained:
+        msg = (
+            f"{root}: the train split ({len(records)} images) has no colour/type labels; only the "
+            "re-id step is trained and the colour/type heads stay untrained. Give "
+            "attributes.data_root a labelled dataset (AIC simulation train_label.xml with "
+            "colorID/typeID, or VeRi-776)"
+        )
+        log.warning(msg)
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(msg, highlight=False, markup=False)
+        if not cfg.reid:
+            raise DatasetError(
+                msg.split(";")[0] + " and attributes.reid is false: nothing to train"
+            )
+    asked = Path(out_dir)
+    out = new_run_dir(asked.parent, asked.name)
+    if out != asked:
+        log.warning("%s already holds a run; writing this one to %s", asked, out)
+    save_config(config, out / "config.yaml")
+    train_recs, held_recs, held_ids = split_holdout(records, cfg.holdout_fraction, seed=cfg.seed)
+    write_text_atomic(out / "holdout_ids.txt", "".join(f"{i}\n" for i in held_ids))
+
+    reid_summary: dict[str, Any] | None = None
+    if cfg.reid:
+        model, reid_summary = _train_reid_step(
+            config, root, dataset.format, train_recs, held_recs, out / "reid", progress=progress
+        )
+    else:
+        torch.manual_seed(cfg.seed)
+        model = _build(config, len({r.vehicle_id for r in train_recs}), pretrained=True)
+        log.info(model.weights_message)
+
+    metrics: dict[str, Any] = {
+        "data_root": str(root),
+        "train_ids": len({r.vehicle_id for r in train_recs}),
+        "train_images": len(train_recs),
+        "holdout_ids": len(held_ids),
+        "holdout_images": len(held_recs),
+        "labelled_images": labelled,
+        "heads_trained": heads_trained,
+        "reid": reid_summary,
+    }
+    history: list[dict[str, float]] = []
+    if heads_trained:
+        torch.manual_seed(cfg.seed)
+        history = finetune_heads(
+            model, train_recs, attribute_targets(train_recs), config, progress=progress
+        )
+        metrics["history"] = history
+        if held_recs:
+            held_targets = attribute_targets(held_recs)
+            outputs = predict_attributes(
+                model,
+                held_recs,
+                cfg.image_size,
+                device=config.train.device,
+                batch_size=config.train.batch_size_eval,
+                num_workers=config.train.num_workers,
+                progress=progress,
+            )
+            for head, label in (("color", "colour"), ("type", "type")):
+                report = classification_report(
+                    outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
+                )
+                metrics[head] = report
+                plot_confusion(
+                    report,
+                    out / f"confusion_{head}.png",
+                    f"{label} on {len(held_ids)} held-out identities ({report['images']} images)",
+                )
+        else:
+            log.warning("attributes: no identities held out; no accuracy is reported")
+    metrics["config"] = config.model_dump(mode="json")
+    write_json_atomic(out / "attribute_metrics.json", metrics)
+    checkpoint = save_checkpoint(
+        out / ATTRIBUTE_CHECKPOINT,
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "arch": _arch(model),
+            # model.* describes the attribute model so `Extractor` gives its re-id features
+            "config": reid_step_config(config).model_dump(mode="json"),
+            "epoch": cfg.epochs if heads_trained else 0,
+            "stage": "attributes",
+            "heads_trained": heads_trained,
+            "classes": {k: list(v) for k, v in ATTRIBUTE_CLASSES.items()},
+            "holdout_ids": held_ids,
+            "history": history,
+        },
+    )
+    return AttributeTrainResult(
+        out_dir=out,
+        checkpoint=checkpoint,
+        heads_trained=heads_trained,
+        metrics=metrics,
+        holdout_ids=held_ids,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction
+
+
+def extract_attribute_features(
+    checkpoint: str | os.PathLike[str],
+    records: Sequence[ImageRecord],
+    out_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the attribute features of ``records`` (record order) for ``split``.
+
+    Files (via :func:`vreid.retrieval.features.save_features`, each beside a ``.names.txt``):
+    ``<out_dir>/color/<split>.npy`` (N, E) and ``<out_dir>/type/<split>.npy`` (N, E), the
+    penultimate features of each head, and ``<out_dir>/color_probs/<split>.npy`` (N, Cc),
+    ``<out_dir>/type_probs/<split>.npy`` (N, Ct), the predicted class probabilities (class order:
+    :data:`~vreid.datasets.attributes.ATTRIBUTE_CLASSES`). Existing files are an error unless
+    ``overwrite``. Returns ``{kind: npy path}``.
+    """
+    from vreid.artefacts import refuse_overwrite
+    from vreid.retrieval.features import save_features
+
+    out = Path(out_dir)
+    for kind in FEATURE_KINDS:
+        refuse_overwrite(out / kind / f"{split}.npy", overwrite=overwrite)
+    model, ckpt = load_attribute_model(checkpoint)
+    model_cfg = (ckpt.get("config") or {}).get("model") or {}
+    image_size = tuple(model_cfg.get("image_size", (224, 224)))
+    outputs = predict_attributes(
+        model,
+        records,
+        image_size,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    names = [r.name for r in records]
+    return {k: save_features(out / k / split, outputs[k], names) for k in FEATURE_KINDS}
