@@ -106,7 +106,8 @@ def test_torchvision_style_file_loads_and_gives_the_same_outputs(tmp_path, coco_
     with torch.inference_mode():
         a = model(image)[0]
         b = loaded.model(image)[0]
-    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    assert torch.equal(a["boxes"], b["boxes"])
+    assert torch.equal(a["scores"], b["scores"])
 
     tampered = tmp_path / f"{ARCH}-00000000.pth"
     tampered.write_bytes(named.read_bytes())
