@@ -6,7 +6,6 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 
@@ -28,9 +27,3 @@ def write_images(folder: Path, names: Iterable[str]) -> list[Path]:
         path.write_bytes(JPEG)
         paths.append(path)
     return paths
-
-
-@pytest.fixture
-def images():
-    """The :func:`write_images` helper as a fixture."""
-    return write_images
