@@ -50,7 +50,12 @@ from rich.progress import (
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.errors import ConfigError, DatasetError
-from vreid.preprocess.detectors import LoadedDetector, load_detector, resolve_device
+from vreid.preprocess.detectors import (
+    LoadedDetector,
+    detector_spec,
+    load_detector,
+    resolve_device,
+)
 from vreid.preprocess.select import Selection, flatten_detections, select_boxes
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -201,7 +206,9 @@ def _walk(root: Path) -> list[Path]:
     return files
 
 
-def _check_roots(src: Path, dst: Path) -> tuple[Path, Path]:
+def _check_roots(src: Path, dst: Path, detector: str | None) -> tuple[Path, Path]:
+    if detector is not None:
+        detector_spec(detector)  # fail on a misspelt name before reading anything
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
     src_r, dst_r = src.resolve(), dst.resolve()
@@ -557,7 +564,7 @@ def crop_folder(
 ) -> CropReport:
     """Crop every image under the folder ``src`` (recursively) into ``dst``, same relative paths;
     other files are copied. See :func:`crop_dataset` for the arguments."""
-    src_root, dst_root = _check_roots(Path(src), Path(dst))
+    src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
     files = _walk(src_root)
     images = [_relative(p, src_root) for p in files if _is_image(p)]
     others = [
@@ -621,7 +628,7 @@ def crop_dataset(
     """
     from vreid.datasets import load_dataset
 
-    src_root, dst_root = _check_roots(Path(src), Path(dst))
+    src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
     dataset = load_dataset(src_root, format)
     images: list[str] = []
     seen: set[str] = set()
