@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="reuse a train-detector checkpoint")
     parser.add_argument("--train-minutes", type=float, default=12.0)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--min-score", type=float, default=0.5)
     parser.add_argument("--speed-images", type=int, default=64)
@@ -109,7 +110,8 @@ def main() -> None:
         checkpoint = work / "detector.pt"
         result = train_detector(
             real, checkpoint, epochs=args.epochs, batch_size=8, image_size=args.image_size,
-            max_minutes=args.train_minutes, held_out_splits=(), device="cpu", progress=False,
+            max_minutes=args.train_minutes, lr=args.lr, held_out_splits=(), device="cpu",
+            progress=True,
         )  # fmt: skip
         train_info = {
             "train_images": len(read_true_boxes(real, ["train"])),

@@ -473,7 +473,6 @@ def _translate_true_boxes(
 
 
 def _finish(
-    src: Path,
     dst: Path,
     images: Sequence[str],
     boxes: dict[str, CropBox],
@@ -545,7 +544,7 @@ def _run(
         copied_files=copied,
         seconds=seconds,
     )
-    return _finish(src, dst, images, boxes, report)
+    return _finish(dst, images, boxes, report)
 
 
 def crop_folder(

@@ -191,9 +191,10 @@ def train_detector(
     """Train ``detector`` (random initialisation, 2 classes: background and vehicle) on the true
     boxes of ``data_root`` and save a checkpoint for ``vreid crop --weights`` at ``out``.
 
-    AdamW (``lr``, ``weight_decay``) with a cosine decay to 0 over all steps, random horizontal
-    flips; ``max_images`` caps the training images (first ones in file order), ``max_minutes``
-    stops early (after a whole step) and saves what was learnt. ``image_size`` sets the detector's
+    AdamW (``lr``, ``weight_decay``), a short linear warm-up, then a cosine decay to 0 over all
+    steps — or over ``max_minutes`` when that ends first (training then stops after the step that
+    crosses it and saves what was learnt); random horizontal flips. ``max_images`` caps the
+    training images (first ones in file order). ``image_size`` sets the detector's
     input resolution (shorter side, ``min_size``; longer side at most twice that) for training and
     later cropping; ``None`` keeps torchvision's (320 for the ``_320_`` variant, else 800). Smaller is
     faster; our synthetic 256×256 images need no more than 256. After training, the mean IoU of the
@@ -238,17 +239,23 @@ def train_detector(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     total_steps = epochs * len(loader)
-    warmup = min(50, max(total_steps // 10, 1))
+    warmup = min(20, max(total_steps // 10, 1))
+    start = time.perf_counter()
+    budget = max_minutes * 60 if max_minutes is not None else math.inf
+    deadline = start + budget
 
     def lr_factor(step: int) -> float:
+        # linear warm-up, then a cosine decay over the steps or the time budget, whichever ends first
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total_steps - warmup, 1)))
+        done = max(
+            (step - warmup) / max(total_steps - warmup, 1),
+            (time.perf_counter() - start) / budget,
+        )
+        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     history: list[float] = []
-    start = time.perf_counter()
-    deadline = start + max_minutes * 60 if max_minutes is not None else math.inf
     bar = Progress(
         TextColumn("[bold]train-detector[/] epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -285,6 +292,11 @@ def train_detector(
                     break
             history.append(float(np.mean(losses)) if losses else float("nan"))
             epochs_done = epoch + 1
+            if progress:
+                bar.console.log(
+                    f"epoch {epochs_done}: mean loss {history[-1]:.3f}, "
+                    f"{time.perf_counter() - start:.0f} s"
+                )
             if time.perf_counter() > deadline:
                 break
     seconds = time.perf_counter() - start
