@@ -6,6 +6,7 @@ status 2; ``vreid --debug …`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -44,6 +45,8 @@ def _root(
 
 # ============================================================================================
 # data (issue 2): vreid data info / vreid data check
+from vreid.datasets.records import ReidDataset  # noqa: E402  (light: no torch)
+
 data_app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -55,20 +58,35 @@ FormatOpt = Annotated[
         help="auto, aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid or folder.",
     ),
 ]
+TestSizeOpt = Annotated[
+    int, typer.Option("--test-size", help="VehicleID: test list 800, 1600 or 2400.")
+]
+DrawOpt = Annotated[int, typer.Option("--draw", help="VehicleID: gallery draw 0-9.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Folder layout: per-image label CSV.")]
+
+
+def _load_for_cli(
+    root: Path, format: str, test_size: int, draw: int, csv: Path | None
+) -> ReidDataset:
+    from vreid.datasets import load_with_options
+
+    return load_with_options(root, format, test_size=test_size, draw=draw, csv=csv)
 
 
 @data_app.command("info")
 def data_info(
     root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
     format: FormatOpt = "auto",
+    test_size: TestSizeOpt = 800,
+    draw: DrawOpt = 0,
+    csv: CsvOpt = None,
 ) -> None:
     """Detect the format and print ids, images, cameras, tracks and attribute coverage per split."""
     from rich.table import Table
 
-    from vreid.datasets import load_dataset
     from vreid.datasets.inspect import summarize
 
-    dataset = load_dataset(root, format)
+    dataset = _load_for_cli(root, format, test_size, draw, csv)
     table = Table(title=f"{dataset.root} ({dataset.format})")
     for column in ("split", "ids", "images", "cameras", "tracks", "colour", "type"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -90,18 +108,23 @@ def data_info(
 def data_check(
     root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
     format: FormatOpt = "auto",
+    test_size: TestSizeOpt = 800,
+    csv: CsvOpt = None,
     workers: Annotated[int | None, typer.Option(help="Threads (default: CPU count).")] = None,
 ) -> None:
     """Read the labels, then open, verify and decode every image; exit 1 if any is corrupt."""
-    from vreid.datasets import load_dataset
     from vreid.datasets.inspect import check_images
 
-    dataset = load_dataset(root, format)
+    dataset = _load_for_cli(root, format, test_size, 0, csv)
     records = list(dataset)
     bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
     out = Console()
     if not bad:
-        out.print(f"{dataset.root} ({dataset.format}): all {len(records)} images are readable")
+        out.print(
+            f"{dataset.root} ({dataset.format}): all {len(records)} images are readable",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     for item in bad:
         out.print(f"corrupt: {item.path}: {item.reason}", highlight=False, soft_wrap=True)
@@ -111,6 +134,74 @@ def data_check(
 
 # ============================================================================================
 # synth (issue 3): vreid synth
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise typer.BadParameter(f"{text!r}: expected WIDTHxHEIGHT, e.g. 256x256")
+    return int(parts[0]), int(parts[1])
+
+
+@app.command("synth")
+def synth_command(
+    out: Annotated[Path, typer.Argument(help="Output folder (gets real/ and simulation/).")],
+    preset: Annotated[
+        str, typer.Option(help="Size preset: tiny (seconds), demo, aic20-scale.")
+    ] = "demo",
+    ids: Annotated[
+        int | None, typer.Option(help="Real identities (train + test); default: the preset's.")
+    ] = None,
+    cameras: Annotated[
+        int | None, typer.Option(help="Real cameras; default: the preset's.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+    size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")] = "256x256",
+    workers: Annotated[
+        int | None, typer.Option(help="Rendering processes; default: one per core.")
+    ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="Also compute the colour-histogram calibration and a contact sheet."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing, non-empty OUT.")
+    ] = False,
+) -> None:
+    """Generate a synthetic vehicle re-id dataset in the AIC layout."""
+    import json
+    import time
+
+    from vreid.synth import generate
+
+    start = time.perf_counter()
+    root = generate(
+        out,
+        preset=preset,
+        ids=ids,
+        cameras=cameras,
+        seed=seed,
+        size=_parse_size(size),
+        workers=workers,
+        progress=True,
+        overwrite=overwrite,
+    )
+    info = json.loads((root / "synth.json").read_text(encoding="utf-8"))
+    n = sum(info["images"].values())
+    secs = time.perf_counter() - start
+    console.print(
+        f"wrote {n} images ({info['images']}) of {info['ids']} real + {info['sim_ids']} "
+        f"simulation identities to {root} in {secs:.1f} s ({n / secs:.0f} images/s)"
+    )
+    if report:
+        from vreid.synth.calibration import calibration_report
+
+        numbers = calibration_report(root)
+        console.print(
+            f"colour-histogram baseline on real/ query→gallery: mAP {numbers['colour_hist_mAP']:.1%}, "
+            f"rank-1 {numbers['colour_hist_rank1']:.1%} (chance mAP {numbers['chance_mAP']:.1%}); "
+            f"contact sheet: {root / 'contact_sheet.png'}"
+        )
 
 
 # ============================================================================================
@@ -248,12 +339,184 @@ def train_detector_command(
 # train / extract (issue 5): vreid train / vreid extract
 
 
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (never overwritten).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="Start from this checkpoint with a fresh classifier."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a re-id model (GLAMOR by default) on data.root; torchrun for several GPUs."""
+    from vreid.config import load_config
+    from vreid.training.loop import train
+
+    cfg = load_config(config, set_ or [])
+    result = train(cfg, out, resume=resume, init_from=init_from, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f", best mAP {100 * result.best_map:.2f}%" if result.best_map is not None else ""
+        typer.echo(
+            f"trained {result.epochs} epochs{best}; checkpoints in {result.out_dir / 'checkpoints'}"
+        )
+
+
+@app.command("extract")
+def extract_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `vreid train`.")],
+    data_root: Annotated[Path, typer.Argument(help="Dataset root, or a plain folder of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for <split>.npy files.")],
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated dataset splits to extract.")
+    ] = "query,gallery",
+    data_format: Annotated[str, typer.Option("--format", help="Dataset format.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with mirrored images.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write retrieval features DIR/<split>.npy + DIR/<split>.names.txt for dataset splits.
+
+    A DATA_ROOT holding image files directly (a plain folder) gives DIR/images.npy, the names being
+    the images' paths relative to the folder.
+    """
+    from vreid.artefacts import refuse_overwrite
+    from vreid.datasets.records import ImageRecord
+    from vreid.errors import DatasetError
+    from vreid.retrieval.extract import Extractor, extract_split
+    from vreid.training.data import image_paths
+
+    if not data_root.is_dir():
+        raise DatasetError(f"{data_root}: not a directory")
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    plain = any(p.suffix.lower() in exts for p in data_root.iterdir() if p.is_file())
+    if plain:
+        paths = image_paths(data_root)
+        jobs = {
+            "images": [
+                ImageRecord(path=p, name=p.relative_to(data_root).as_posix(), split="images")
+                for p in paths
+            ]
+        }
+    else:
+        from vreid.datasets import load_dataset
+
+        dataset = load_dataset(data_root, data_format)
+        wanted = [s.strip() for s in splits.split(",") if s.strip()]
+        missing = [s for s in wanted if not dataset.splits.get(s)]
+        if missing:
+            have = ", ".join(s for s, r in dataset.splits.items() if r) or "none"
+            raise DatasetError(
+                f"{data_root}: no {', '.join(missing)} split (splits with images: {have}); "
+                "choose others with --splits"
+            )
+        jobs = {s: dataset.splits[s] for s in wanted}
+    for split in jobs:
+        refuse_overwrite(out / f"{split}.npy", overwrite=overwrite)
+    extractor = Extractor(
+        checkpoint,
+        device=device,
+        batch_size=batch_size,
+        flip=flip,
+        num_workers=workers,
+        progress=not quiet,
+    )
+    for split, records in jobs.items():
+        path = extract_split(extractor, records, out / split)
+        typer.echo(f"{split}: {len(records)} images → {path} ({extractor.feature_dim}-d)")
+
+
 # ============================================================================================
 # attributes (issue 6): vreid train-attributes
 
 
 # ============================================================================================
 # retrieval (issue 4): vreid rank / vreid submission check
+submission_app = typer.Typer(help="Check AIC track2.txt submissions.", no_args_is_help=True)
+app.add_typer(submission_app, name="submission")
+
+
+@app.command("rank")
+def rank_cmd(
+    features: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Feature directories (one per model), each with query.npy / gallery.npy and "
+            "their .names.txt; several are ensembled."
+        ),
+    ],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset root (query/gallery split).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    attributes: Annotated[
+        Path | None,
+        typer.Option(
+            "--attributes",
+            help="Attribute feature directory (<dir>/type/, <dir>/color/) for metadata distances.",
+        ),
+    ] = None,
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="Dataset format (default: data.format).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous result.")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Re-rank, ensemble and track-average features of a split; write track2.txt and metrics."""
+    from vreid.config import load_config
+    from vreid.retrieval.ranking import rank_split
+
+    cfg = load_config(config, set_ or [])
+    result = rank_split(
+        features,
+        data,
+        out,
+        config=cfg,
+        attribute_dir=attributes,
+        data_format=data_format,
+        overwrite=overwrite,
+        progress=True,
+    )
+    for path in result.files:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    m = result.metrics
+    if m is None:
+        console.print(
+            "no ground-truth ids for query and gallery: no mAP can be computed", soft_wrap=True
+        )
+        return
+    console.print(
+        f"{m['protocol']} protocol: mAP {m['mAP']:.4f}  rank-1 {m['rank1']:.4f}  "
+        f"mINP {m['mINP']:.4f}  ({m['num_valid_queries']} queries, "
+        f"{m['num_skipped_queries']} without a match skipped)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@submission_app.command("check")
+def submission_check_cmd(
+    file: Annotated[Path, typer.Argument(help="The track2.txt to check.")],
+    queries: Annotated[int, typer.Option("--queries", "-q", help="Number of query images.")],
+    gallery: Annotated[int, typer.Option("--gallery", "-g", help="Number of gallery images.")],
+) -> None:
+    """Check line count and that every line holds 100 distinct 1-based gallery indices."""
+    from vreid.retrieval.submission import check_submission
+
+    ranks = check_submission(file, queries, gallery)
+    console.print(
+        f"{file}: ok ({ranks.shape[0]} lines × {ranks.shape[1]} gallery indices)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ============================================================================================

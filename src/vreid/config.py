@@ -34,10 +34,20 @@ class Section(BaseModel):
 class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
-    format: str = "auto"
-    """Dataset format: auto, aic20, aic21, veri776, vehicleid, folder."""
+    format: Literal[
+        "auto", "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "folder"
+    ] = "auto"
+    """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
     """Root of the synthetic pre-training dataset (AIC simulation layout); ``None`` skips pre-training."""
+    vehicleid_test_size: Literal[800, 1600, 2400] = 800
+    """VehicleID only: which test list (``test_list_<n>.txt``) gives the query/gallery split."""
+    vehicleid_draw: int = Field(0, ge=0, le=9)
+    """VehicleID only: which of the 10 seeded gallery draws to use (results average all 10)."""
+    vehicleid_seed: int = 0
+    """VehicleID only: seed of the gallery draws."""
+    folder_csv: Path | None = None
+    """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,6 +57,12 @@ class SynthConfig(Section):
     """Size preset of the generated data: tiny, demo, aic20-scale."""
     seed: int = 0
     """Seed: the same seed gives a byte-identical dataset."""
+    ids: int | None = Field(None, ge=4)
+    """Real identities (train + test); ``None``: the preset's number."""
+    cameras: int | None = Field(None, ge=2)
+    """Real cameras; ``None``: the preset's number."""
+    size: tuple[int, int] = (256, 256)
+    """Image (width, height) in pixels."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,18 +93,48 @@ class CropConfig(Section):
 class ModelConfig(Section):
     name: str = "glamor"
     """Model name in the registry: glamor, counter_glamor, resnet50, resnext101_32x8d."""
-    backbone: str = "resnet50"
-    """Trunk: resnet50 (paper) or a smaller torchvision ResNet (resnet18, resnet34) for CPU work."""
-    pretrained: Path | None = None
-    """ImageNet trunk weights file; ``None`` trains from scratch as the paper does."""
-    last_stride: int = 1
+    backbone: str | None = None
+    """Trunk: ``None`` = the model's own (resnet50 for GLAMOR, as the paper; the named network for
+    a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work."""
+    pretrained: str | None = None
+    """Trunk weights: ``None`` trains from scratch as the paper does; ``imagenet`` = torchvision's
+    ImageNet weights from the torch hub cache (an error when absent: nothing is downloaded);
+    ``auto`` = those when cached, else scratch; otherwise the path of a weights file."""
+    last_stride: Literal[1, 2] = 1
     """Stride of the last stage (1 doubles the final feature map, usual in re-id)."""
+    eval_features: Literal["neck", "pre_neck"] = "neck"
+    """Retrieval features: after the BN neck (default) or the pooled features before it."""
     image_size: tuple[int, int] = (128, 256)
     """Input (height, width); the paper uses 128×256 because vehicles are wider than tall."""
 
 
 # --------------------------------------------------------------------------------------------
 # train (issue 5)
+class AugmentConfig(Section):
+    """Training augmentation (paper section 4; ``vreid.training.transforms.build_transforms``)."""
+
+    enlarge_p: float = Field(0.5, ge=0, le=1)
+    """Probability of enlarging the image by ``enlarge_factor`` and cropping it back at random."""
+    enlarge_factor: float = Field(1.125, ge=1)
+    """Enlargement before the random crop."""
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a horizontal flip."""
+    brightness: float = Field(0.2, ge=0)
+    """Colour-jitter brightness strength (factor drawn in [1 − b, 1 + b])."""
+    contrast: float = Field(0.15, ge=0)
+    """Colour-jitter contrast strength."""
+    pca_std: float = Field(0.1, ge=0)
+    """σ of AlexNet-style PCA colour noise."""
+    pca_p: float = Field(0.5, ge=0, le=1)
+    """Probability of PCA colour noise."""
+    erasing_p: float = Field(0.5, ge=0, le=1)
+    """Probability of random erasing."""
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    """Range of the erased fraction of the image."""
+    erasing_min_aspect: float = Field(0.3, gt=0, le=1)
+    """Smallest aspect ratio of the erased rectangle (the largest is its inverse)."""
+
+
 class TrainConfig(Section):
     epochs: int = Field(25, ge=1)
     """Epochs (paper: ~25 on synthetic data, then ~25 on real data)."""
@@ -112,10 +158,31 @@ class TrainConfig(Section):
     """Weight of the label-smoothed cross-entropy."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     """Label-smoothing epsilon."""
+    soft_margin: bool = False
+    """Soft-margin triplet loss log(1 + exp(d_ap − d_an)) instead of the hinge with ``margin``."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training augmentation."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
     """Seed for sampling, augmentation and initialisation."""
+    # -- training loop (vreid.training.loop); keep these at the end of the class --
+    eval_every: int = Field(5, ge=0)
+    """Evaluate mAP/CMC on query/gallery every N epochs (and after the last); 0 disables."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Also keep ``checkpoints/epoch_XXX.pt`` every N epochs; 0 keeps only ``last.pt``/``best.pt``."""
+    max_iters_per_epoch: int | None = Field(None, ge=1)
+    """Cap on iterations per epoch (tests, demo, quick looks); ``None``: one pass of the PK sampler."""
+    num_workers: int = Field(2, ge=0)
+    """DataLoader worker processes per training process."""
+    batch_size_eval: int = Field(64, ge=1)
+    """Batch size of feature extraction during evaluation."""
+    device: str = "auto"
+    """Device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N. Under torchrun: LOCAL_RANK's GPU."""
+    channels_last: bool = False
+    """Use the channels-last memory format (faster convolutions with AMP on recent GPUs)."""
+    eval_flip: bool = False
+    """Average the features of each image and its mirror image when evaluating."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +212,14 @@ class RetrievalConfig(Section):
     track_average: bool = True
     """Replace each distance by the mean over the gallery image's track."""
     protocol: Literal["aic", "veri", "all"] = "aic"
-    """Evaluation protocol."""
+    """Evaluation protocol: aic (mAP@100), veri (same id and camera removed), all (full length)."""
+    ensemble_weights: list[float] | None = None
+    """Weights of the models' distance matrices in the ensemble, in the order given; ``None``:
+    equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
+    device: str = "auto"
+    """Device of the re-ranking: auto (CUDA when available), cpu, cuda, cuda:1 …"""
+    top: int = Field(100, ge=1)
+    """Gallery images per query in ranked lists and ``track2.txt`` (AIC: 100)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,48 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dataset_helpers import write_images
+from dataset_helpers import GB2312_HEADER, aic_names, make_aic20, write_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vreid.datasets import ImageRecord, detect_format, load_dataset, write_aic
-
-GB2312_HEADER = '<?xml version="1.0" encoding="gb2312"?>'
-
-
-def _names(n: int) -> list[str]:
-    return [f"{i:06d}.jpg" for i in range(1, n + 1)]
-
-
-def make_aic20(root: Path, *, crlf: bool = False) -> Path:
-    """A tiny AIC20 CityFlow-ReID tree: 4 train, 2 query, 3 gallery images."""
-    write_images(root / "image_train", _names(4))
-    write_images(root / "image_query", _names(2))
-    write_images(root / "image_test", _names(3))
-    nl = "\r\n" if crlf else "\n"
-    for stem, n in (("train", 4), ("query", 2), ("test", 3)):
-        (root / f"name_{stem}.txt").write_bytes(nl.join(_names(n)).encode() + nl.encode())
-    label = nl.join(
-        [
-            GB2312_HEADER,
-            '<TrainingImages Version="1.0">',
-            '<Items number="4">',
-            '<Item imageName="000001.jpg" vehicleID="0269" cameraID="c026" />',
-            '<Item imageName="000002.jpg" vehicleID="0269" cameraID="c027" />',
-            '<Item imageName="000003.jpg" vehicleID="0001" cameraID="c001" />',
-            '<Item imageName="000004.jpg" vehicleID="0001" cameraID="c036" />',
-            "</Items>",
-            "</TrainingImages>",
-            "",
-        ]
-    )
-    (root / "train_label.xml").write_bytes(label.encode("ascii"))
-    # Tracks: 1-based indices with a trailing space; the same tracks as names.
-    (root / "train_track_id.txt").write_text("1 2 \n4 3 \n")
-    (root / "train_track.txt").write_text("000001.jpg 000002.jpg \n000004.jpg 000003.jpg \n")
-    (root / "test_track_id.txt").write_text("3 \n1 2 \n")
-    (root / "test_track.txt").write_text("000003.jpg \n000001.jpg 000002.jpg \n")
-    return root
 
 
 def test_aic20_real_hand_written(tmp_path: Path):
@@ -57,7 +20,7 @@ def test_aic20_real_hand_written(tmp_path: Path):
     assert ds.format == "aic20"
     assert ds.root == root
     train = ds["train"]
-    assert [r.name for r in train] == _names(4)
+    assert [r.name for r in train] == aic_names(4)
     assert [r.vehicle_id for r in train] == [269, 269, 1, 1]
     assert [r.camera for r in train] == [26, 27, 1, 36]
     assert [r.track for r in train] == [0, 0, 1, 1]
@@ -90,9 +53,9 @@ def test_gb2312_encoded_label_file_with_non_ascii_comment(tmp_path: Path):
 
 
 def test_aic21_label_files_and_name_form_tracks(tmp_path: Path):
-    write_images(tmp_path / "image_train", _names(3))
-    write_images(tmp_path / "image_query", _names(2))
-    write_images(tmp_path / "image_test", _names(2))
+    write_images(tmp_path / "image_train", aic_names(3))
+    write_images(tmp_path / "image_query", aic_names(2))
+    write_images(tmp_path / "image_test", aic_names(2))
     (tmp_path / "train_label.xml").write_text(
         f'{GB2312_HEADER}\n<TrainingImages Version="1.0">\n<Items number="3">\n'
         '<Item imageName="000003.jpg" vehicleID="0440" cameraID="c040" />\n'
@@ -175,17 +138,17 @@ def test_aic21_simulation_uses_sys_image_train(tmp_path: Path):
 
 def test_writer_output_matches_the_documented_layout(tmp_path: Path):
     root = tmp_path.resolve()
-    write_images(root / "image_train", _names(3))
-    write_images(root / "image_query", _names(1))
-    write_images(root / "image_test", _names(2))
+    write_images(root / "image_train", aic_names(3))
+    write_images(root / "image_query", aic_names(1))
+    write_images(root / "image_test", aic_names(2))
     splits = {
         "train": [
             ImageRecord(root / "image_train" / n, n, "train", 269, 26, track=t)
-            for n, t in zip(_names(3), (1, 0, 1), strict=True)
+            for n, t in zip(aic_names(3), (1, 0, 1), strict=True)
         ],
         "query": [ImageRecord(root / "image_query" / "000001.jpg", "000001.jpg", "query", 5, 3)],
         "gallery": [
-            ImageRecord(root / "image_test" / n, n, "gallery", 5, 4, track=0) for n in _names(2)
+            ImageRecord(root / "image_test" / n, n, "gallery", 5, 4, track=0) for n in aic_names(2)
         ],
     }
     write_aic(root, splits)
@@ -254,7 +217,7 @@ def test_write_then_read_round_trips_exactly(train, query, gallery, order):
             ("query", "image_query", query),
             ("gallery", "image_test", gallery),
         ):
-            names = _names(len(rows))
+            names = aic_names(len(rows))
             order.shuffle(names)  # file order need not be sorted
             write_images(root / folder, names)
             splits[split] = [
