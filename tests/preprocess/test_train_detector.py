@@ -1,8 +1,9 @@
 """Training a detector on the synthetic true boxes, and reading those boxes.
 
 The training test runs the real loop for a few steps only (a detector that crops well needs minutes
-of training; ``benchmarks/crop_quality.py`` measures that): it checks that the loss falls on the
-images it sees, and that the checkpoint is one ``vreid crop --weights`` accepts.
+of training; ``benchmarks/crop_quality.py`` measures that): it checks that the weights move from
+their random start with finite losses, and that the checkpoint is one ``vreid crop --weights``
+accepts with the input size it was trained at.
 """
 
 import math
@@ -60,10 +61,10 @@ def test_missing_box_file(tmp_path):
 def test_train_a_few_steps_then_crop_with_it(tiny_synth, tmp_path):
     out = tmp_path / "det.pt"
     result = train_detector(
-        tiny_synth / "real", out, detector=ARCH, epochs=4, batch_size=4, max_images=4,
+        tiny_synth / "real", out, detector=ARCH, epochs=2, batch_size=2, max_images=4,
         image_size=96, lr=1e-3, held_out_splits=(), device="cpu", progress=False,
     )  # fmt: skip
-    assert result.epochs == 4
+    assert result.epochs == 2
     assert result.held_out_iou is None
     assert all(math.isfinite(loss) for loss in result.history)
 
@@ -85,23 +86,15 @@ def test_train_a_few_steps_then_crop_with_it(tiny_synth, tmp_path):
     assert loaded.model.transform.min_size == (96,)
 
     src = tmp_path / "few"
-    shutil.copytree(tiny_synth / "real" / "image_query", src)
+    src.mkdir()
+    for path in sorted((tiny_synth / "real" / "image_query").glob("*.jpg"))[:3]:
+        shutil.copyfile(path, src / path.name)
     report = crop_folder(src, tmp_path / "cropped", weights=out, device="cpu", progress=False)
-    assert report.images == len(list(src.glob("*.jpg")))
+    assert report.images == 3
     assert report.cropped + len(report.uncropped) == report.images
 
     with pytest.raises(VreidError, match="already exists"):
         train_detector(tiny_synth / "real", out, epochs=1, device="cpu", progress=False)
-
-
-@pytest.mark.slow
-def test_loss_falls_on_the_images_it_sees(tiny_synth, tmp_path):
-    result = train_detector(
-        tiny_synth / "real", tmp_path / "det.pt", detector=ARCH, epochs=12, batch_size=4,
-        max_images=8, image_size=64, lr=1e-3, held_out_splits=(), device="cpu", progress=False,
-    )  # fmt: skip
-    first, last = sum(result.history[:3]) / 3, sum(result.history[-3:]) / 3
-    assert last < 0.7 * first, result.history
 
 
 def test_train_detector_bad_arguments(tiny_synth, tmp_path):
