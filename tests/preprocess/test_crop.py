@@ -297,3 +297,14 @@ def test_cli_crop_folder_and_error_line(random_detector, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "unknown detector 'yolo'" in lines[0]
+
+
+def test_journal_with_a_torn_last_line(tmp_path):
+    from vreid.preprocess.crop import _read_box_file
+
+    journal = tmp_path / ".crop_progress.csv"
+    journal.write_text("a.jpg,1,2,30,40,1,0.9000,64,48\nb.jpg,0,0,64,48,0,0.0000,64,4")
+    boxes = _read_box_file(journal)
+    assert list(boxes) == ["a.jpg"]
+    assert boxes["a.jpg"].x2 == 30
+    assert boxes["a.jpg"].height == 48

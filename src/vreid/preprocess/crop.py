@@ -265,15 +265,17 @@ def _read_box_file(path: Path) -> dict[str, CropBox]:
     boxes: dict[str, CropBox] = {}
     if not path.is_file():
         return boxes
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.reader(fh):
-            if not row or row[0] == "image":
-                continue
-            try:
-                box = CropBox.from_row(row)
-            except ValueError:
-                continue
-            boxes[box.image] = box
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    lines = lines[:-1]  # after the last newline: empty, or a line whose writing was cut off
+    for row in csv.reader(lines):
+        if not row or row[0] == "image":
+            continue
+        try:
+            box = CropBox.from_row(row)
+        except ValueError:
+            continue
+        boxes[box.image] = box
     return boxes
 
 
@@ -338,7 +340,7 @@ def _crop_images(
     journal_path = dst / JOURNAL_FILE
     with bar, journal_path.open("a", newline="", encoding="utf-8") as journal:
         task = bar.add_task("crop", total=len(todo), rate="")
-        writer = csv.writer(journal)
+        writer = csv.writer(journal, lineterminator="\n")
         processed = 0
         for batch in loader:
             for index, item in batch:
