@@ -47,6 +47,67 @@ def _root(
 data_app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="auto, aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid or folder.",
+    ),
+]
+
+
+@data_app.command("info")
+def data_info(
+    root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
+    format: FormatOpt = "auto",
+) -> None:
+    """Detect the format and print ids, images, cameras, tracks and attribute coverage per split."""
+    from rich.table import Table
+
+    from vreid.datasets import load_dataset
+    from vreid.datasets.inspect import summarize
+
+    dataset = load_dataset(root, format)
+    table = Table(title=f"{dataset.root} ({dataset.format})")
+    for column in ("split", "ids", "images", "cameras", "tracks", "colour", "type"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for s in summarize(dataset):
+        ids = f"{s.ids}" if s.id_coverage == 1 else f"{s.ids} ({s.id_coverage:.0%} labelled)"
+        table.add_row(
+            s.split,
+            ids if s.ids else "-",
+            str(s.images),
+            str(s.cameras) if s.cameras else "-",
+            str(s.tracks) if s.tracks else "-",
+            f"{s.color_coverage:.0%}",
+            f"{s.type_coverage:.0%}",
+        )
+    Console().print(table)
+
+
+@data_app.command("check")
+def data_check(
+    root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
+    format: FormatOpt = "auto",
+    workers: Annotated[int | None, typer.Option(help="Threads (default: CPU count).")] = None,
+) -> None:
+    """Read the labels, then open, verify and decode every image; exit 1 if any is corrupt."""
+    from vreid.datasets import load_dataset
+    from vreid.datasets.inspect import check_images
+
+    dataset = load_dataset(root, format)
+    records = list(dataset)
+    bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
+    out = Console()
+    if not bad:
+        out.print(f"{dataset.root} ({dataset.format}): all {len(records)} images are readable")
+        return
+    for item in bad:
+        out.print(f"corrupt: {item.path}: {item.reason}", highlight=False, soft_wrap=True)
+    out.print(f"{len(bad)} of {len(records)} images are corrupt", highlight=False)
+    raise typer.Exit(1)
+
 
 # ============================================================================================
 # synth (issue 3): vreid synth

@@ -1,6 +1,17 @@
 """Dataset readers and writers: AIC20/AIC21 CityFlow-ReID (real and simulation), VeRi-776,
 VehicleID and a generic folder layout, all producing :class:`ImageRecord` lists."""
 
+from vreid.datasets.aic import read_aic, write_aic
+from vreid.datasets.loader import FORMATS, detect_format, load_dataset
 from vreid.datasets.records import SPLITS, ImageRecord, ReidDataset
 
-__all__ = ["SPLITS", "ImageRecord", "ReidDataset"]
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "ImageRecord",
+    "ReidDataset",
+    "detect_format",
+    "load_dataset",
+    "read_aic",
+    "write_aic",
+]

@@ -39,6 +39,9 @@ class ReidDataset:
     root: Path
     format: str
     splits: dict[str, list[ImageRecord]] = field(default_factory=dict)
+    extra_attributes: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """Per split, image name → further label attributes the format carries (e.g. the AIC
+    simulation's ``orientation``, ``lightInt``, ``camHei``); only images that have any appear."""
 
     def __getitem__(self, split: str) -> list[ImageRecord]:
         return self.splits[split]
