@@ -67,12 +67,17 @@ class CropConfig(Section):
 class ModelConfig(Section):
     name: str = "glamor"
     """Model name in the registry: glamor, counter_glamor, resnet50, resnext101_32x8d."""
-    backbone: str = "resnet50"
-    """Trunk: resnet50 (paper) or a smaller torchvision ResNet (resnet18, resnet34) for CPU work."""
-    pretrained: Path | None = None
-    """ImageNet trunk weights file; ``None`` trains from scratch as the paper does."""
-    last_stride: int = 1
+    backbone: str | None = None
+    """Trunk: ``None`` = the model's own (resnet50 for GLAMOR, as the paper; the named network for
+    a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work."""
+    pretrained: str | None = None
+    """Trunk weights: ``None`` trains from scratch as the paper does; ``imagenet`` = torchvision's
+    ImageNet weights from the torch hub cache (an error when absent: nothing is downloaded);
+    ``auto`` = those when cached, else scratch; otherwise the path of a weights file."""
+    last_stride: Literal[1, 2] = 1
     """Stride of the last stage (1 doubles the final feature map, usual in re-id)."""
+    eval_features: Literal["neck", "pre_neck"] = "neck"
+    """Retrieval features: after the BN neck (default) or the pooled features before it."""
     image_size: tuple[int, int] = (128, 256)
     """Input (height, width); the paper uses 128×256 because vehicles are wider than tall."""
 
