@@ -6,6 +6,7 @@ status 2; ``vreid --debug …`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -119,6 +120,100 @@ def data_check(
 
 # ============================================================================================
 # train / extract (issue 5): vreid train / vreid extract
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (never overwritten).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="Start from this checkpoint with a fresh classifier."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a re-id model (GLAMOR by default) on data.root; torchrun for several GPUs."""
+    from vreid.config import load_config
+    from vreid.training.loop import train
+
+    cfg = load_config(config, set_ or [])
+    result = train(cfg, out, resume=resume, init_from=init_from, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f", best mAP {100 * result.best_map:.2f}%" if result.best_map is not None else ""
+        typer.echo(
+            f"trained {result.epochs} epochs{best}; checkpoints in {result.out_dir / 'checkpoints'}"
+        )
+
+
+@app.command("extract")
+def extract_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `vreid train`.")],
+    data_root: Annotated[Path, typer.Argument(help="Dataset root, or a plain folder of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for <split>.npy files.")],
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated dataset splits to extract.")
+    ] = "query,gallery",
+    data_format: Annotated[str, typer.Option("--format", help="Dataset format.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with mirrored images.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write retrieval features DIR/<split>.npy + DIR/<split>.names.txt for dataset splits.
+
+    A DATA_ROOT holding image files directly (a plain folder) gives DIR/images.npy, the names being
+    the images' paths relative to the folder.
+    """
+    from vreid.artefacts import refuse_overwrite
+    from vreid.datasets.records import ImageRecord
+    from vreid.errors import DatasetError
+    from vreid.retrieval.extract import Extractor, extract_split
+    from vreid.training.data import image_paths
+
+    if not data_root.is_dir():
+        raise DatasetError(f"{data_root}: not a directory")
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    plain = any(p.suffix.lower() in exts for p in data_root.iterdir() if p.is_file())
+    if plain:
+        paths = image_paths(data_root)
+        jobs = {
+            "images": [
+                ImageRecord(path=p, name=p.relative_to(data_root).as_posix(), split="images")
+                for p in paths
+            ]
+        }
+    else:
+        from vreid.datasets import load_dataset
+
+        dataset = load_dataset(data_root, data_format)
+        wanted = [s.strip() for s in splits.split(",") if s.strip()]
+        missing = [s for s in wanted if not dataset.splits.get(s)]
+        if missing:
+            have = ", ".join(s for s, r in dataset.splits.items() if r) or "none"
+            raise DatasetError(
+                f"{data_root}: no {', '.join(missing)} split (splits with images: {have}); "
+                "choose others with --splits"
+            )
+        jobs = {s: dataset.splits[s] for s in wanted}
+    for split in jobs:
+        refuse_overwrite(out / f"{split}.npy", overwrite=overwrite)
+    extractor = Extractor(
+        checkpoint,
+        device=device,
+        batch_size=batch_size,
+        flip=flip,
+        num_workers=workers,
+        progress=not quiet,
+    )
+    for split, records in jobs.items():
+        path = extract_split(extractor, records, out / split)
+        typer.echo(f"{split}: {len(records)} images → {path} ({extractor.feature_dim}-d)")
 
 
 # ============================================================================================

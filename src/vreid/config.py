@@ -111,6 +111,23 @@ class TrainConfig(Section):
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
     """Seed for sampling, augmentation and initialisation."""
+    # -- training loop (vreid.training.loop); keep these at the end of the class --
+    eval_every: int = Field(5, ge=0)
+    """Evaluate mAP/CMC on query/gallery every N epochs (and after the last); 0 disables."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Also keep ``checkpoints/epoch_XXX.pt`` every N epochs; 0 keeps only ``last.pt``/``best.pt``."""
+    max_iters_per_epoch: int | None = Field(None, ge=1)
+    """Cap on iterations per epoch (tests, demo, quick looks); ``None``: one pass of the PK sampler."""
+    num_workers: int = Field(2, ge=0)
+    """DataLoader worker processes per training process."""
+    batch_size_eval: int = Field(64, ge=1)
+    """Batch size of feature extraction during evaluation."""
+    device: str = "auto"
+    """Device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N. Under torchrun: LOCAL_RANK's GPU."""
+    channels_last: bool = False
+    """Use the channels-last memory format (faster convolutions with AMP on recent GPUs)."""
+    eval_flip: bool = False
+    """Average the features of each image and its mirror image when evaluating."""
 
 
 # --------------------------------------------------------------------------------------------

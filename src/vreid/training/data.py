@@ -1,0 +1,133 @@
+"""A torch ``Dataset`` over :class:`~vreid.datasets.ImageRecord` lists, and image loading.
+
+Labels are contiguous class indices ``0 … n_ids-1`` of the records' vehicle ids (sorted by id), so
+the classifier's rows follow the ids in increasing order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from vreid.datasets.records import ImageRecord
+from vreid.errors import DatasetError
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open an image file as RGB; an unreadable or missing file is a :class:`DatasetError` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DatasetError(
+            f"{path}: cannot read the image ({err}); replace or remove the file "
+            "(`vreid data check ROOT` lists every unreadable image)"
+        ) from None
+
+
+def to_pil(image: Any) -> Image.Image:
+    """A path, PIL image or array (H, W, 3) uint8 RGB / (H, W) grey → a PIL RGB image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, str | os.PathLike):
+        return load_image(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.size and float(arr.max()) <= 1.0:
+                arr = arr * 255.0
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4)):
+            return Image.fromarray(arr).convert("RGB")
+        raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grey array, got shape {arr.shape}")
+    raise TypeError(f"expected an image path, PIL image or numpy array, got {type(image).__name__}")
+
+
+def label_map(records: Sequence[ImageRecord], *, source: str = "dataset") -> dict[int, int]:
+    """Map each vehicle id of ``records`` to a contiguous label (ids sorted ascending).
+
+    Records without a vehicle id are an error: training needs every image's identity.
+    """
+    missing = [r for r in records if r.vehicle_id is None]
+    if missing:
+        raise DatasetError(
+            f"{source}: {len(missing)} training images have no vehicle id "
+            f"(first: {missing[0].path}); training needs labelled images"
+        )
+    ids = sorted({int(r.vehicle_id) for r in records})  # type: ignore[arg-type]
+    return {vid: i for i, vid in enumerate(ids)}
+
+
+class ReidImageDataset(Dataset):
+    """Images of ``records`` with a transform; ``dataset[i] -> (image (3, H, W), label, i)``.
+
+    ``labels`` is a Python list of the contiguous labels (what :class:`PKSampler` takes); when
+    ``id_to_label`` is not given it is built from the records (see :func:`label_map`). Records
+    without a vehicle id get label -1 when ``require_ids`` is False (query/gallery of a test set).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        transform: Callable[[Image.Image], torch.Tensor],
+        *,
+        id_to_label: dict[int, int] | None = None,
+        require_ids: bool = True,
+    ) -> None:
+        self.records = list(records)
+        self.transform = transform
+        if require_ids and id_to_label is None:
+            id_to_label = label_map(self.records)
+        self.id_to_label = id_to_label or {}
+        self.labels: list[int] = [
+            self.id_to_label.get(int(r.vehicle_id), -1) if r.vehicle_id is not None else -1
+            for r in self.records
+        ]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of distinct identities (classifier size)."""
+        return len(self.id_to_label)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        record = self.records[index]
+        image = load_image(record.path)
+        return self.transform(image), self.labels[index], index
+
+
+class ImageListDataset(Dataset):
+    """Images given as paths, PIL images or arrays, with a transform: ``dataset[i] -> image``."""
+
+    def __init__(
+        self, images: Sequence[Any], transform: Callable[[Image.Image], torch.Tensor]
+    ) -> None:
+        self.images = list(images)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(to_pil(self.images[index]))
+
+
+def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by relative path."""
+    root = Path(folder)
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    return sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
