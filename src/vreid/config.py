@@ -137,6 +137,48 @@ class AttributeConfig(Section):
     """torchvision backbone of the attribute model (paper: ResNeXt101 32×8d)."""
     image_size: tuple[int, int] = (224, 224)
     """Input (height, width) of the attribute model (paper: 224×224)."""
+    data_root: Path | None = None
+    """Dataset with colour/type labels (AIC simulation layout or VeRi-776); ``None``: ``data.sim_root``."""
+    format: str = "auto"
+    """Format of ``data_root`` (see ``data.format``)."""
+    pretrained: str | None = "auto"
+    """Trunk weights (paper: ImageNet): ``auto`` = torchvision's ImageNet weights from the torch hub
+    cache when present, else scratch (logged); ``imagenet`` = those or an error; a file path;
+    ``None`` = scratch."""
+    last_stride: Literal[1, 2] = 1
+    """Stride of the trunk's last stage (1 as the team's re-id models; 2 = torchvision's)."""
+    embed_dim: int = Field(512, ge=1)
+    """Width of each attribute head's embedding layer (the penultimate features used for re-ranking)."""
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    """Fraction of the labelled identities held out of both steps to measure colour/type accuracy."""
+    seed: int = 0
+    """Seed of the held-out split, sampling and initialisation."""
+    reid: bool = True
+    """Run step 1 (re-id training, triplet + softmax) before the attribute fine-tuning."""
+    reid_epochs: int = Field(55, ge=1)
+    """Step 1 epochs (paper: 55)."""
+    reid_lr: float = Field(3e-4, gt=0)
+    """Step 1 Adam learning rate (paper: 0.0003); the other step-1 keys come from ``train``."""
+    reid_step_size: int = Field(20, ge=1)
+    """Step 1: epochs between learning-rate decays (paper: every 20 epochs)."""
+    reid_gamma: float = Field(0.3, gt=0)
+    """Step 1 learning-rate decay factor (paper: 0.3)."""
+    epochs: int = Field(40, ge=1)
+    """Step 2 (softmax-only fine-tuning of the colour and type heads) epochs (not in the paper)."""
+    lr: float = Field(2e-3, gt=0)
+    """Step 2 learning rate (paper: 0.002)."""
+    step_size: int = Field(20, ge=1)
+    """Step 2: epochs between learning-rate decays (paper: every 20 epochs)."""
+    gamma: float = Field(0.5, gt=0)
+    """Step 2 learning-rate decay factor (paper: 0.5)."""
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    """Step 2 optimiser (not in the paper): SGD with momentum 0.9, or Adam."""
+    weight_decay: float = Field(5e-4, ge=0)
+    """Step 2 weight decay."""
+    batch_size: int = Field(32, ge=2)
+    """Step 2 batch size (images, shuffled)."""
+    finetune_backbone: bool = True
+    """Step 2 also updates the backbone (False: only the two heads learn)."""
 
 
 # --------------------------------------------------------------------------------------------

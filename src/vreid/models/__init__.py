@@ -4,6 +4,7 @@
 features, train mode returns :class:`ReidOutput` (pre-neck features and logits).
 """
 
+from vreid.models import attributes as _attributes  # noqa: F401  (registers attributes)
 from vreid.models import baselines as _baselines  # noqa: F401  (registers the baselines)
 from vreid.models import glamor as _glamor  # noqa: F401  (registers glamor, counter_glamor)
 from vreid.models.attention import CBAM, GlobalAttentionModule
