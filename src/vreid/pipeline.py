@@ -54,6 +54,29 @@ UNTRAINED = "untrained"
 
 
 # --------------------------------------------------------------------------------------------
+# presets
+
+
+def list_presets() -> dict[str, Path]:
+    """The built-in presets shipped in the package: ``{name: path}``."""
+    folder = Path(__file__).parent / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the built-in preset of that name (``demo``, ``tiny``, ``aic20`` …)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    presets = list_presets()
+    if str(name_or_path) in presets:
+        return presets[str(name_or_path)]
+    raise ConfigError(
+        f"{name_or_path}: no such config file or preset; presets: {', '.join(presets)}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # hashing and manifests
 
 
@@ -250,7 +273,7 @@ def stage_data(ctx: RunContext) -> list[Path]:
 
 
 def stage_attributes(ctx: RunContext) -> list[Path]:
-    from vreid.training.attributes import extract_attributes, train_attributes
+    from vreid.training.attributes import extract_attribute_features, train_attributes
 
     cfg = ctx.config.model_copy(deep=True)
     root = ctx.roots.get("attributes")
@@ -261,17 +284,37 @@ def stage_attributes(ctx: RunContext) -> list[Path]:
         )
     cfg.attributes.data_root = Path(root)
     out = ctx.path("attributes")
-    resume = (out / "model").is_dir() and _started_with_same_key(ctx, "attributes")
-    if not resume and (out / "model").exists():
-        shutil.rmtree(out / "model")
-    result = train_attributes(cfg, out / "model", resume=resume)
+    device = ctx.config.pipeline.device
+    result = train_attributes(
+        cfg, out / "model", device=device, progress=ctx.progress, overwrite=True
+    )
     ds = ctx.dataset()
-    outputs: list[Path] = []
+    outputs: list[Path] = [result.checkpoint]
     for split in ("query", "gallery"):
-        outputs += extract_attributes(
-            result.checkpoint, ds.splits[split], out / "features", split, device=cfg.pipeline.device
+        files = extract_attribute_features(
+            result.checkpoint,
+            ds.splits[split],
+            out / "features",
+            split,
+            device=device,
+            batch_size=ctx.config.train.batch_size_eval,
+            progress=ctx.progress,
+            overwrite=True,
         )
-    outputs.append(write_json_atomic(out / "eval.json", result.evaluation))
+        outputs += list(files.values())
+    evaluation = {}
+    for head in ("color", "type"):
+        rep = (result.metrics or {}).get(head)
+        if rep:
+            evaluation[head] = {
+                "accuracy": rep.get("accuracy"),
+                "num_images": rep.get("images"),
+                "classes": rep.get("classes"),
+                "confusion": rep.get("confusion"),
+                "majority_baseline": rep.get("majority_baseline"),
+                "source": f"held-out identities of {root}",
+            }
+    outputs.append(write_json_atomic(out / "eval.json", evaluation))
     return outputs
 
 
@@ -298,7 +341,7 @@ def _phase_config(ctx: RunContext, model: str, phase: str) -> Config:
 
 def train_model(ctx: RunContext, model: str) -> list[Path]:
     """Pre-train ``model`` on the simulation split (when configured), then fine-tune on the real one."""
-    from vreid.training import train
+    from vreid.training.loop import train
 
     outputs = []
     init_from: Path | None = None
@@ -314,9 +357,15 @@ def train_model(ctx: RunContext, model: str) -> list[Path]:
             shutil.rmtree(out)
         console.print(f"[bold]{model}[/]: {phase}" + (" (resuming)" if resume else ""))
         cfg = _phase_config(ctx, model, phase)
-        train(cfg, out, resume=resume, init_from=init_from if phase == "finetune" else None)
-        init_from = last
-        outputs.append(last)
+        result = train(
+            cfg,
+            out,
+            resume=resume,
+            init_from=None if resume or phase == "pretrain" else init_from,
+            progress=ctx.progress,
+        )
+        init_from = result.last_checkpoint
+        outputs.append(result.last_checkpoint)
     return outputs
 
 
@@ -380,7 +429,8 @@ def _untrained_checkpoint(ctx: RunContext) -> Path:
 
 
 def stage_extract(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval import Extractor, save_features
+    from vreid.retrieval import save_features
+    from vreid.retrieval.extract import Extractor, extract_split
 
     ds = ctx.dataset()
     pc = ctx.config.pipeline
@@ -394,15 +444,13 @@ def stage_extract(ctx: RunContext) -> list[Path]:
             device=pc.device,
             batch_size=ctx.config.train.batch_size_eval,
             flip=ctx.config.train.eval_flip,
+            num_workers=ctx.config.train.num_workers,
+            progress=ctx.progress,
         )
         for split in ("query", "gallery"):
-            recs = ds.splits[split]
-            console.print(f"features: {name} / {split} ({len(recs)} images)")
-            feats = extractor([r.path for r in recs])
+            console.print(f"features: {name} / {split} ({len(ds.splits[split])} images)")
             outputs.append(
-                save_features(
-                    ctx.path("features", name, split), feats.cpu().numpy(), [r.name for r in recs]
-                )
+                extract_split(extractor, ds.splits[split], ctx.path("features", name, split))
             )
     if pc.colour_histogram_baseline:
         for split in ("query", "gallery"):
