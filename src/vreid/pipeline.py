@@ -238,6 +238,8 @@ def stage_data(ctx: RunContext) -> list[Path]:
                 weights=cfg.crop.weights,
                 margin=cfg.crop.margin,
                 device=cfg.pipeline.device,
+                format=fmt if label == "real" else sim_fmt,
+                progress=ctx.progress,
             )
             cropped[label] = dst
         real = cropped["real"]
