@@ -102,7 +102,11 @@ def data_check(
     bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
     out = Console()
     if not bad:
-        out.print(f"{dataset.root} ({dataset.format}): all {len(records)} images are readable")
+        out.print(
+            f"{dataset.root} ({dataset.format}): all {len(records)} images are readable",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     for item in bad:
         out.print(f"corrupt: {item.path}: {item.reason}", highlight=False, soft_wrap=True)
