@@ -84,6 +84,31 @@ class ModelConfig(Section):
 
 # --------------------------------------------------------------------------------------------
 # train (issue 5)
+class AugmentConfig(Section):
+    """Training augmentation (paper section 4; ``vreid.training.transforms.build_transforms``)."""
+
+    enlarge_p: float = Field(0.5, ge=0, le=1)
+    """Probability of enlarging the image by ``enlarge_factor`` and cropping it back at random."""
+    enlarge_factor: float = Field(1.125, ge=1)
+    """Enlargement before the random crop."""
+    flip_p: float = Field(0.5, ge=0, le=1)
+    """Probability of a horizontal flip."""
+    brightness: float = Field(0.2, ge=0)
+    """Colour-jitter brightness strength (factor drawn in [1 − b, 1 + b])."""
+    contrast: float = Field(0.15, ge=0)
+    """Colour-jitter contrast strength."""
+    pca_std: float = Field(0.1, ge=0)
+    """σ of AlexNet-style PCA colour noise."""
+    pca_p: float = Field(0.5, ge=0, le=1)
+    """Probability of PCA colour noise."""
+    erasing_p: float = Field(0.5, ge=0, le=1)
+    """Probability of random erasing."""
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    """Range of the erased fraction of the image."""
+    erasing_min_aspect: float = Field(0.3, gt=0, le=1)
+    """Smallest aspect ratio of the erased rectangle (the largest is its inverse)."""
+
+
 class TrainConfig(Section):
     epochs: int = Field(25, ge=1)
     """Epochs (paper: ~25 on synthetic data, then ~25 on real data)."""
@@ -107,6 +132,10 @@ class TrainConfig(Section):
     """Weight of the label-smoothed cross-entropy."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     """Label-smoothing epsilon."""
+    soft_margin: bool = False
+    """Soft-margin triplet loss log(1 + exp(d_ap − d_an)) instead of the hinge with ``margin``."""
+    augment: AugmentConfig = AugmentConfig()
+    """Training augmentation."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
