@@ -168,6 +168,14 @@ def extract_cmd(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")] = 2,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    attributes: Annotated[
+        bool,
+        typer.Option(
+            "--attributes",
+            help="CHECKPOINT is an attribute model (`vreid train-attributes`): write DIR/{color,"
+            "type}/<split>.npy head features and DIR/{color,type}_probs/<split>.npy probabilities.",
+        ),
+    ] = False,
 ) -> None:
     """Write retrieval features DIR/<split>.npy + DIR/<split>.names.txt for dataset splits.
 
@@ -205,6 +213,23 @@ def extract_cmd(
                 "choose others with --splits"
             )
         jobs = {s: dataset.splits[s] for s in wanted}
+    if attributes:
+        from vreid.training.attributes import extract_attribute_features
+
+        for split, records in jobs.items():
+            files = extract_attribute_features(
+                checkpoint,
+                records,
+                out,
+                split,
+                device=device,
+                batch_size=batch_size,
+                num_workers=workers,
+                progress=not quiet,
+                overwrite=overwrite,
+            )
+            typer.echo(f"{split}: {len(records)} images → " + ", ".join(map(str, files.values())))
+        return
     for split in jobs:
         refuse_overwrite(out / f"{split}.npy", overwrite=overwrite)
     extractor = Extractor(
@@ -222,6 +247,37 @@ def extract_cmd(
 
 # ============================================================================================
 # attributes (issue 6): vreid train-attributes
+
+
+@app.command("train-attributes")
+def train_attributes_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (never overwritten).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the colour/type attribute model (re-id step, then softmax fine-tuning of both heads)
+    on attributes.data_root (or data.sim_root); report held-out colour and type accuracy."""
+    from vreid.config import load_config
+    from vreid.training.attributes import train_attributes
+
+    cfg = load_config(config, set_ or [])
+    result = train_attributes(cfg, out, progress=not quiet)
+    metrics = result.metrics or {}
+    reid = (metrics.get("reid") or {}).get("held_out_reid") or {}
+    if "mAP" in reid:
+        typer.echo(f"re-id step: held-out mAP {100 * reid['mAP']:.1f}%")
+    for head, label in (("color", "colour"), ("type", "type")):
+        report = metrics.get(head)
+        if report and report.get("accuracy") is not None:
+            typer.echo(
+                f"{label}: held-out accuracy {100 * report['accuracy']:.1f}% on "
+                f"{report['images']} images (majority class {100 * report['majority_baseline']:.1f}%, "
+                f"uniform chance {100 * report['uniform_chance']:.1f}%)"
+            )
+    if not result.heads_trained:
+        typer.echo("no colour/type labels: only the re-id step was trained")
+    typer.echo(f"checkpoint: {result.checkpoint}")
 
 
 # ============================================================================================

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vreid.datasets.attributes import COLOR_CLASSES, TYPE_CLASSES
+from vreid.errors import ConfigError
 from vreid.models.common import (
     BNNeckHead,
+    EvalFeatures,
     ReidOutput,
     build_trunk,
     init_trunk_weights,
@@ -85,6 +87,7 @@ class AttributeModel(nn.Module):
             (said in the log and in :attr:`weights_message`); ``"imagenet"`` → those weights or a
             :class:`~vreid.errors.WeightsError`; anything else → a weights file path.
         last_stride: stride of the trunk's last stage (1 or 2).
+        eval_features: ``"neck"`` or ``"pre_neck"``: the re-id features eval mode returns.
         embed_dim: width E of each attribute head's embedding layer.
         num_colors, num_types: classes of the attribute heads (default: the clustered tables).
     """
@@ -96,11 +99,15 @@ class AttributeModel(nn.Module):
         pretrained: str | os.PathLike[str] | None = None,
         *,
         last_stride: int = 1,
+        eval_features: EvalFeatures = "neck",
         embed_dim: int = 512,
         num_colors: int = len(COLOR_CLASSES),
         num_types: int = len(TYPE_CLASSES),
     ) -> None:
         super().__init__()
+        if eval_features not in ("neck", "pre_neck"):
+            raise ConfigError(f"eval_features must be 'neck' or 'pre_neck' (got {eval_features!r})")
+        self.eval_features = eval_features
         self.backbone = backbone
         self.last_stride = last_stride
         self.trunk = build_trunk(backbone, last_stride=last_stride)
@@ -137,7 +144,7 @@ class AttributeModel(nn.Module):
         features = self.forward_features(x)
         if self.training:
             return ReidOutput(features, self.head.classifier(self.head.neck(features)))
-        return self.head.neck(features)
+        return self.head.neck(features) if self.eval_features == "neck" else features
 
     def attributes(self, x: torch.Tensor) -> AttributeOutput:
         """Colour and type heads on x (B, 3, H, W)."""
@@ -154,6 +161,7 @@ def attributes(
     backbone: str = "resnext101_32x8d",
     last_stride: int = 1,
     pretrained: str | os.PathLike[str] | None = None,
+    eval_features: EvalFeatures = "neck",
     embed_dim: int = 512,
     num_colors: int = len(COLOR_CLASSES),
     num_types: int = len(TYPE_CLASSES),
@@ -164,6 +172,7 @@ def attributes(
         num_classes,
         pretrained,
         last_stride=last_stride,
+        eval_features=eval_features,
         embed_dim=embed_dim,
         num_colors=num_colors,
         num_types=num_types,

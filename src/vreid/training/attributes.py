@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from vreid.artefacts import atomic_path, write_json_atomic
+from vreid.artefacts import atomic_path, new_run_dir, write_json_atomic, write_text_atomic
 from vreid.config import Config, save_config
 from vreid.datasets import ImageRecord, load_dataset
 from vreid.datasets.attributes import (
@@ -41,12 +40,14 @@ from vreid.datasets.attributes import (
     IGNORE_INDEX,
     attribute_targets,
 )
-from vreid.errors import CheckpointError, ConfigError, DatasetError, VreidError
+from vreid.errors import CheckpointError, ConfigError, DatasetError
 from vreid.models.attributes import AttributeModel
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vreid.training")
 
 HEADS: tuple[str, ...] = ("color", "type")
+FEATURE_KINDS: tuple[str, ...] = ("color", "type", "color_probs", "type_probs")
+"""Sub-folders of an attribute feature directory: per-head features, then per-head probabilities."""
 ATTRIBUTE_CHECKPOINT = "checkpoints/attributes.pt"
 """Path of the final attribute-model checkpoint inside a ``train_attributes`` output folder."""
 
@@ -61,7 +62,7 @@ class AttributeTrainResult:
     heads_trained: bool
     """False when the data had no colour/type labels (only the re-id step ran)."""
     metrics: dict[str, Any] | None = None
-    """Content of ``attribute_metrics.json`` (held-out accuracies), or None."""
+    """Content of ``attribute_metrics.json`` (held-out accuracies under ``color``/``type``)."""
     holdout_ids: list[int] = field(default_factory=list)
 
 
@@ -69,33 +70,7 @@ class AttributeTrainResult:
 # data
 
 
-class _LabelledImages(Dataset):
-    """Images of ``records`` through ``transform`` with an integer target array per head."""
-
-    def __init__(
-        self,
-        records: Sequence[ImageRecord],
-        transform: Callable[[Image.Image], torch.Tensor],
-        targets: dict[str, np.ndarray] | None = None,
-    ) -> None:
-        self.records = list(records)
-        self.transform = transform
-        self.targets = targets or {}
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, int]]:
-        rec = self.records[i]
-        try:
-            with Image.open(rec.path) as im:
-                image = im.convert("RGB")
-        except OSError as err:
-            raise DatasetError(f"{rec.path}: cannot read image ({err})") from None
-        return self.transform(image), {k: int(v[i]) for k, v in self.targets.items()}
-
-
-def _transforms(image_size: tuple[int, int], *, train: bool) -> Callable:
+def _transforms(image_size: Sequence[int], *, train: bool) -> Callable:
     from vreid.training.transforms import build_transforms
 
     return build_transforms(tuple(image_size), train=train)
@@ -107,12 +82,15 @@ def split_holdout(
     """Split records by identity: ``(train, held_out, held_out_ids)``.
 
     ``round(fraction · ids)`` identities (at least one when ``fraction > 0`` and there are two or
-    more ids) are drawn with ``seed``; every image of a held-out identity goes to ``held_out``.
+    more ids; never all of them) are drawn with ``seed``; every image of a held-out identity goes
+    to ``held_out``.
     """
     ids = sorted({r.vehicle_id for r in records if r.vehicle_id is not None})
     n_hold = round(fraction * len(ids))
     if fraction > 0 and len(ids) >= 2:
         n_hold = min(max(n_hold, 1), len(ids) - 1)
+    else:
+        n_hold = 0
     rng = np.random.default_rng(seed)
     held = set(rng.choice(np.array(ids, dtype=np.int64), size=n_hold, replace=False).tolist())
     train = [r for r in records if r.vehicle_id not in held]
@@ -120,29 +98,29 @@ def split_holdout(
     return train, hold, sorted(held)
 
 
+def _query_gallery(held: Sequence[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Held-out images as a re-id test: per identity and camera the first image is a query, the
+    rest (and identities' images in other cameras) the gallery."""
+    seen: set[tuple[Any, Any]] = set()
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
+    for r in held:
+        key = (r.vehicle_id, r.camera)
+        if key in seen:
+            gallery.append(r)
+        else:
+            seen.add(key)
+            query.append(r)
+    return query, gallery
+
+
 def _device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available here; use cpu or auto")
+    return dev
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,44 +141,45 @@ def finetune_heads(
     targets: dict[str, np.ndarray],
     config: Config,
     *,
-    device: str | torch.device = "auto",
     progress: bool = True,
-    log_every: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Step 2: train the colour and type heads with softmax alone (in place).
 
     ``targets``: ``{"color": (N,), "type": (N,)}`` class indices, :data:`IGNORE_INDEX` where an
-    image is left out of that head's loss. Returns one ``{"loss", "color", "type"}`` mean per epoch.
+    image is left out of that head's loss (images with neither label are skipped). Keys used:
+    ``attributes.{epochs, lr, step_size, gamma, optimizer, weight_decay, batch_size,
+    finetune_backbone, image_size}``, ``train.{device, num_workers}``. Returns one
+    ``{"loss", "color", "type", "lr"}`` mean per epoch.
     """
+    from vreid.training.data import ReidImageDataset
+    from vreid.training.evaluation import progress_bar
+
     cfg = config.attributes
-    dev = _device(device)
+    dev = _device(config.train.device)
     model.to(dev)
-    keep = (targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX)
-    idx = np.flatnonzero(keep)
-    recs = [records[i] for i in idx]
-    tg = {k: v[idx] for k, v in targets.items()}
-    if len(recs) < 2:
+    keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
+    if len(keep) < 2:
         raise DatasetError("attribute fine-tuning needs at least two labelled training images")
-    data = _LabelledImages(recs, _transforms(cfg.image_size, train=True), tg)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    batch_size = min(cfg.batch_size, len(recs))
+    recs = [records[i] for i in keep]
+    target_t = {k: torch.from_numpy(v[keep]) for k, v in targets.items()}
+    data = ReidImageDataset(recs, _transforms(cfg.image_size, train=True), require_ids=False)
     loader = DataLoader(
         data,
-        batch_size=batch_size,
+        batch_size=min(cfg.batch_size, len(recs)),
         shuffle=True,
-        drop_last=True,  # BatchNorm needs more than one sample
-        generator=generator,
-        num_workers=min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0,
+        drop_last=True,  # BatchNorm needs more than one sample per batch
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=config.train.num_workers,
         pin_memory=dev.type == "cuda",
     )
-    heads = [model.color_head, model.type_head]
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable: list[nn.Parameter] = []
-    for module in [*heads, *([model.trunk] if cfg.finetune_backbone else [])]:
-        for p in module.parameters():
-            p.requires_grad_(True)
-            trainable.append(p)
+    modules: list[nn.Module] = [model.color_head, model.type_head]
+    if cfg.finetune_backbone:
+        modules.append(model.trunk)
+    trainable = [p for m in modules for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
@@ -209,42 +188,51 @@ def finetune_heads(
         opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     history: list[dict[str, float]] = []
-    with _progress(progress) as bar:
-        task = bar.add_task("attributes: fine-tuning heads", total=cfg.epochs * len(loader))
-        for epoch in range(cfg.epochs):
-            model.train()
-            if not cfg.finetune_backbone:
-                model.trunk.eval()  # frozen: keep its BatchNorm statistics
-            sums = {"loss": 0.0, "color": 0.0, "type": 0.0}
-            for images, batch_targets in loader:
-                images = images.to(dev, non_blocking=True)
-                out = model.attributes(images)
-                lc = _head_loss(out.color_logits, batch_targets["color"].to(dev))
-                lt = _head_loss(out.type_logits, batch_targets["type"].to(dev))
-                loss = lc + lt
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums["loss"] += float(loss)
-                sums["color"] += float(lc)
-                sums["type"] += float(lt)
-                bar.advance(task)
-            sched.step()
-            means = {k: v / max(len(loader), 1) for k, v in sums.items()}
-            history.append(means)
-            log.info(
-                "attributes epoch %d/%d: loss %.4f (colour %.4f, type %.4f)",
-                epoch + 1,
-                cfg.epochs,
-                means["loss"],
-                means["color"],
-                means["type"],
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task(
+                "attribute heads", total=cfg.epochs * len(loader), info="colour+type softmax"
             )
-            if log_every is not None:
-                log_every(epoch, means)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.eval()
+            for epoch in range(cfg.epochs):
+                model.train()
+                if not cfg.finetune_backbone:
+                    model.trunk.eval()  # frozen: keep its BatchNorm statistics
+                lr = opt.param_groups[0]["lr"]
+                sums = torch.zeros(3, dtype=torch.float64)
+                for images, _, index in loader:
+                    out = model.attributes(images.to(dev, non_blocking=True))
+                    lc = _head_loss(out.color_logits, target_t["color"][index].to(dev))
+                    lt = _head_loss(out.type_logits, target_t["type"][index].to(dev))
+                    loss = lc + lt
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sums += torch.tensor([loss.item(), lc.item(), lt.item()], dtype=torch.float64)
+                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs}")
+                sched.step()
+                n = max(len(loader), 1)
+                rec = {
+                    "epoch": epoch + 1,
+                    "loss": sums[0].item() / n,
+                    "color": sums[1].item() / n,
+                    "type": sums[2].item() / n,
+                    "lr": lr,
+                }
+                history.append(rec)
+                log.info(
+                    "attribute heads epoch %d/%d: loss %.4f (colour %.4f, type %.4f), lr %.2e",
+                    epoch + 1,
+                    cfg.epochs,
+                    rec["loss"],
+                    rec["color"],
+                    rec["type"],
+                    lr,
+                )
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.head.neck.bias.requires_grad_(False)
+        model.eval()
     return history
 
 
@@ -256,38 +244,42 @@ def finetune_heads(
 def predict_attributes(
     model: AttributeModel,
     records: Sequence[ImageRecord],
-    image_size: tuple[int, int],
+    image_size: Sequence[int],
     *,
     device: str | torch.device = "auto",
     batch_size: int = 64,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Run both heads over ``records`` (eval transforms, record order).
 
-    Returns ``{"color": (N, E), "type": (N, E), "color_probs": (N, Cc), "type_probs": (N, Ct)}``
-    as float32 arrays.
+    Returns float32 arrays ``{"color": (N, E), "type": (N, E), "color_probs": (N, Cc),
+    "type_probs": (N, Ct)}``: each head's penultimate features and class probabilities.
     """
+    from vreid.training.data import ReidImageDataset
+    from vreid.training.evaluation import eval_loader, progress_bar
+
     dev = _device(device)
+    was_training = model.training
     model.to(dev).eval()
-    data = _LabelledImages(records, _transforms(image_size, train=False))
-    loader = DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0,
+    data = ReidImageDataset(records, _transforms(image_size, train=False), require_ids=False)
+    loader = eval_loader(
+        data, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"
     )
-    parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("color", "type", "color_probs", "type_probs")
-    }
-    with _progress(progress) as bar:
-        task = bar.add_task("attributes: extracting", total=len(records))
-        for images, _ in loader:
-            out = model.attributes(images.to(dev, non_blocking=True))
-            parts["color"].append(out.color_features.float().cpu().numpy())
-            parts["type"].append(out.type_features.float().cpu().numpy())
-            parts["color_probs"].append(out.color_logits.float().softmax(1).cpu().numpy())
-            parts["type_probs"].append(out.type_logits.float().softmax(1).cpu().numpy())
-            bar.advance(task, len(images))
+    kinds = ("color", "type", "color_probs", "type_probs")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task("attribute features", total=len(loader), info="")
+            for images, _, _ in loader:
+                out = model.attributes(images.to(dev, non_blocking=True))
+                parts["color"].append(out.color_features.float().cpu())
+                parts["type"].append(out.type_features.float().cpu())
+                parts["color_probs"].append(out.color_logits.float().softmax(1).cpu())
+                parts["type_probs"].append(out.type_logits.float().softmax(1).cpu())
+                bar.advance(task)
+    finally:
+        model.train(was_training)
     widths = {
         "color": model.embed_dim,
         "type": model.embed_dim,
@@ -295,7 +287,7 @@ def predict_attributes(
         "type_probs": model.type_head.classifier.out_features,
     }
     return {
-        k: (np.concatenate(v) if v else np.zeros((0, widths[k]))).astype(np.float32)
+        k: (torch.cat(v).numpy() if v else np.zeros((0, widths[k]))).astype(np.float32)
         for k, v in parts.items()
     }
 
@@ -305,14 +297,15 @@ def classification_report(
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy (recall) and confusion matrix of one head.
 
-    ``probs`` (N, C), ``targets`` (N,) with :data:`IGNORE_INDEX` rows left out. The confusion
-    matrix has true classes as rows and predictions as columns. ``majority_baseline`` is the
-    accuracy of always answering the most frequent held-out class; ``uniform_chance`` is 1/C.
+    ``probs`` (N, C), ``targets`` (N,); rows whose target is :data:`IGNORE_INDEX` are left out.
+    The confusion matrix has true classes as rows and predictions as columns.
+    ``majority_baseline`` is the accuracy of always answering the most frequent class of these
+    images; ``uniform_chance`` is 1/C.
     """
     kept = targets != IGNORE_INDEX
-    y = targets[kept]
-    pred = probs[kept].argmax(1) if kept.any() else np.zeros(0, dtype=np.int64)
+    y = targets[kept].astype(np.int64)
     c = len(classes)
+    pred = probs[kept].argmax(1).astype(np.int64)
     confusion = np.bincount(y * c + pred, minlength=c * c).reshape(c, c)
     support = confusion.sum(1)
     correct = np.diag(confusion)
@@ -321,13 +314,12 @@ def classification_report(
         for i, name in enumerate(classes)
     }
     n = int(kept.sum())
+    present = [v for v in per_class.values() if v is not None]
     return {
         "classes": list(classes),
         "images": n,
         "accuracy": float(correct.sum() / n) if n else None,
-        "balanced_accuracy": (
-            float(np.mean([v for v in per_class.values() if v is not None])) if n else None
-        ),
+        "balanced_accuracy": float(np.mean(present)) if present else None,
         "majority_baseline": float(support.max() / n) if n else None,
         "uniform_chance": 1.0 / c,
         "per_class_accuracy": per_class,
@@ -337,7 +329,8 @@ def classification_report(
 
 
 def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: str) -> Path:
-    """Write the confusion matrix of :func:`classification_report` as a PNG (rows normalised)."""
+    """Write the confusion matrix of :func:`classification_report` as a PNG (rows normalised,
+    cells annotated with counts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -347,7 +340,7 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: 
     classes = report["classes"]
     rows = counts.sum(1, keepdims=True)
     norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    size = 1.2 + 0.55 * len(classes)
+    size = 1.5 + 0.55 * len(classes)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -355,19 +348,17 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     acc = report["accuracy"]
-    ax.set_title(f"{title} (accuracy {acc:.1%})" if acc is not None else title)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if counts[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(int(counts[i, j])),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
+    ax.set_title(f"{title}\naccuracy {acc:.1%}" if acc is not None else title, fontsize=10)
+    for i, j in zip(*np.nonzero(counts), strict=True):
+        ax.text(
+            j,
+            i,
+            str(int(counts[i, j])),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if norm[i, j] > 0.5 else "black",
+        )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -386,35 +377,11 @@ def _arch(model: AttributeModel) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "backbone": model.backbone,
         "last_stride": model.last_stride,
+        "eval_features": model.eval_features,
         "embed_dim": model.embed_dim,
         "num_colors": model.color_head.classifier.out_features,
         "num_types": model.type_head.classifier.out_features,
     }
-
-
-def save_attribute_checkpoint(
-    model: AttributeModel,
-    path: str | os.PathLike[str],
-    config: Config,
-    *,
-    heads_trained: bool,
-    epoch: int,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write the attribute model's checkpoint atomically (``arch``, ``model``, ``config``, …)."""
-    state = {
-        "arch": _arch(model),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": config.model_dump(mode="json"),
-        "epoch": epoch,
-        "stage": "attributes",
-        "heads_trained": heads_trained,
-        "classes": {k: list(v) for k, v in ATTRIBUTE_CLASSES.items()},
-        **(extra or {}),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
 
 
 def load_attribute_model(
@@ -422,37 +389,27 @@ def load_attribute_model(
 ) -> tuple[AttributeModel, dict[str, Any]]:
     """Rebuild an :class:`AttributeModel` from a checkpoint (``weights_only=True``).
 
-    Returns ``(model (eval mode, on CPU), checkpoint dict)``. Raises :class:`CheckpointError` for
-    missing or foreign checkpoints, and (with ``require_heads``) for a checkpoint whose colour/type
+    Returns ``(model in eval mode on the CPU, checkpoint dict)``. Raises :class:`CheckpointError`
+    for missing or foreign checkpoints and, with ``require_heads``, for one whose colour/type
     heads were never trained.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
-    arch = ckpt.get("arch") if isinstance(ckpt, dict) else None
-    if not isinstance(arch, dict) or arch.get("name") != "attributes":
-        name = arch.get("name") if isinstance(arch, dict) else None
+    from vreid.training.checkpoint import build_from_arch, load_checkpoint, load_state_dict_checked
+
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt["arch"].get("name") != "attributes":
         raise CheckpointError(
-            f"{path}: not an attribute-model checkpoint (arch {name!r}); "
+            f"{checkpoint}: a {ckpt['arch'].get('name')!r} checkpoint, not an attribute model; "
             "pass the checkpoints/attributes.pt written by `vreid train-attributes`"
         )
     if require_heads and not ckpt.get("heads_trained", False):
         raise CheckpointError(
-            f"{path}: the colour/type heads of this attribute model were never trained (its data "
-            "had no colour/type labels); train it on labelled data (AIC simulation, VeRi-776)"
+            f"{checkpoint}: the colour/type heads of this attribute model were never trained (its "
+            "data had no colour/type labels); train it on labelled data (AIC simulation, VeRi-776)"
         )
-    options = {k: v for k, v in arch.items() if k not in ("name", "num_classes")}
-    model = AttributeModel(num_ids=int(arch["num_classes"]), pretrained=None, **options)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path}: weights do not match the recorded arch ({err})") from None
-    model.eval()
-    return model, ckpt
+    model = build_from_arch(ckpt["arch"])
+    load_state_dict_checked(model, ckpt["model"], checkpoint)
+    assert isinstance(model, AttributeModel)
+    return model.eval(), ckpt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,121 +426,43 @@ def _labelled_root(config: Config) -> Path:
     return Path(root)
 
 
-def train_attributes(
-    config: Config,
-    out_dir: str | os.PathLike[str],
-    *,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    overwrite: bool = False,
-) -> AttributeTrainResult:
-    """Train the attribute model in the paper's two steps; write its checkpoint and metrics.
-
-    Reads the train split of ``attributes.data_root`` (or ``data.sim_root``). Writes into
-    ``out_dir``: ``config.yaml``, ``reid/`` (step 1's training-loop folder), ``holdout_ids.txt``,
-    ``checkpoints/attributes.pt``, and when the data carry colour/type labels
-    ``attribute_metrics.json`` and ``confusion_{color,type}.png`` (held-out identities).
-    A split without colour/type labels logs a clear message and trains the re-id step alone.
-    """
-    out = Path(out_dir)
-    final = out / ATTRIBUTE_CHECKPOINT
-    if final.exists() and not overwrite:
-        raise VreidError(f"{final} already exists; choose another --out folder or pass --overwrite")
-    cfg = config.attributes
-    root = _labelled_root(config)
-    dataset = load_dataset(root, cfg.format)
-    records = dataset.splits.get("train", [])
-    if not records:
-        raise DatasetError(
-            f"{root}: the train split is empty; nothing to train the attribute model on"
-        )
-    targets = attribute_targets(records, source=str(root))
-    labelled = {k: int((v != IGNORE_INDEX).sum()) for k, v in targets.items()}
-    heads_trained = any(labelled.values())
-    if not heads_trained:
-        log.warning(
-            "%s: no colour/type labels in the train split (%d images); only the re-id step is "
-            "trained and the attribute heads stay untrained. Use a labelled dataset (AIC "
-            "simulation train_label.xml with colorID/typeID, or VeRi-776)",
-            root,
-            len(records),
-        )
-    if not cfg.reid and not heads_trained:
-        raise ConfigError(
-            f"attributes.reid is false and {root} has no colour/type labels: nothing to train"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-    frac = cfg.holdout_fraction if heads_trained else 0.0
-    train_recs, held_recs, held_ids = split_holdout(records, frac, seed=cfg.seed)
-    from vreid.artefacts import write_text_atomic
-
-    write_text_atomic(out / "holdout_ids.txt", "".join(f"{i}\n" for i in held_ids))
-
-    # step 1: re-id
-    if cfg.reid:
-        model = _train_reid_step(config, train_recs, root, out / "reid", device=device)
-    else:
-        num_ids = len({r.vehicle_id for r in train_recs})
-        torch.manual_seed(cfg.seed)
-        model = _build(config, num_ids)
-    metrics: dict[str, Any] | None = None
-    history: list[dict[str, float]] = []
-    if heads_trained:
-        torch.manual_seed(cfg.seed)
-        train_targets = attribute_targets(train_recs)
-        history = finetune_heads(
-            model, train_recs, train_targets, config, device=device, progress=progress
-        )
-        metrics = {
-            "data_root": str(root),
-            "holdout_ids": len(held_ids),
-            "holdout_images": len(held_recs),
-            "train_ids": len({r.vehicle_id for r in train_recs}),
-            "train_images": len(train_recs),
-            "labelled_images": labelled,
+def reid_step_config(config: Config) -> Config:
+    """The config of step 1: ``model`` = the attribute model (``attributes.backbone`` …), ``train``
+    with the ``attributes.reid_*`` schedule; every other key as given."""
+    a = config.attributes
+    model = config.model.model_copy(
+        update={
+            "name": "attributes",
+            "backbone": a.backbone,
+            "pretrained": a.pretrained,
+            "last_stride": a.last_stride,
+            "image_size": a.image_size,
         }
-        if held_recs:
-            held_targets = attribute_targets(held_recs)
-            outputs = predict_attributes(
-                model, held_recs, cfg.image_size, device=device, progress=progress
-            )
-            for head in HEADS:
-                report = classification_report(
-                    outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
-                )
-                metrics[head] = report
-                plot_confusion(
-                    report,
-                    out / f"confusion_{head}.png",
-                    f"{'colour' if head == 'color' else 'type'}, held-out identities",
-                )
-        else:
-            log.warning("attributes: no identities held out; no accuracy is reported")
-        metrics["config"] = config.model_dump(mode="json")
-        write_json_atomic(out / "attribute_metrics.json", metrics)
-    save_attribute_checkpoint(
-        model,
-        final,
-        config,
-        heads_trained=heads_trained,
-        epoch=cfg.epochs if heads_trained else 0,
-        extra={"history": history, "holdout_ids": held_ids},
     )
-    return AttributeTrainResult(out, final, heads_trained, metrics, held_ids)
+    train = config.train.model_copy(
+        update={
+            "epochs": a.reid_epochs,
+            "lr": a.reid_lr,
+            "step_size": a.reid_step_size,
+            "gamma": a.reid_gamma,
+            "seed": a.seed,
+        }
+    )
+    return config.model_copy(update={"model": model, "train": train})
 
 
-def _build(config: Config, num_ids: int) -> AttributeModel:
+def _build(config: Config, num_ids: int, *, pretrained: bool) -> AttributeModel:
     from vreid.models import build_model
 
-    cfg = config.attributes
+    a = config.attributes
     model = build_model(
         "attributes",
         num_ids,
-        backbone=cfg.backbone,
-        last_stride=cfg.last_stride,
-        pretrained=cfg.pretrained,
-        embed_dim=cfg.embed_dim,
+        backbone=a.backbone,
+        last_stride=a.last_stride,
+        eval_features=config.model.eval_features,
+        pretrained=a.pretrained if pretrained else None,
+        embed_dim=a.embed_dim,
     )
     assert isinstance(model, AttributeModel)
     return model
@@ -591,14 +470,177 @@ def _build(config: Config, num_ids: int) -> AttributeModel:
 
 def _train_reid_step(
     config: Config,
-    records: Sequence[ImageRecord],
     root: Path,
+    fmt: str,
+    train_recs: Sequence[ImageRecord],
+    held_recs: Sequence[ImageRecord],
     out_dir: Path,
     *,
-    device: str | torch.device,
-) -> AttributeModel:
-    """Step 1: re-id training of the attribute model with the team's training loop."""
-    raise NotImplementedError("waiting for vreid.training.loop")
+    progress: bool,
+) -> tuple[AttributeModel, dict[str, Any]]:
+    """Step 1: re-id training of the attribute model with :func:`vreid.training.loop.train`.
+
+    The held-out identities form the loop's query/gallery (its mAP is reported in ``reid/``).
+    Returns the model (attribute heads at their initialisation) and a summary.
+    """
+    from vreid.datasets import ReidDataset
+    from vreid.training.checkpoint import load_checkpoint, load_state_dict_checked
+    from vreid.training.loop import train
+
+    query, gallery = _query_gallery(held_recs)
+    splits = {"train": list(train_recs)}
+    if query and gallery:
+        splits.update(query=query, gallery=gallery)
+    dataset = ReidDataset(root=root, format=fmt, splits=splits)
+    step_cfg = reid_step_config(config)
+    result = train(step_cfg, out_dir, dataset=dataset, progress=progress)
+    state = load_checkpoint(result.last_checkpoint)
+    model = _build(config, int(state["arch"]["num_classes"]), pretrained=False)
+    # The attribute heads were not trained in step 1; their widths follow attributes.embed_dim.
+    weights = {
+        k: v for k, v in state["model"].items() if not k.startswith(("color_head.", "type_head."))
+    }
+    own = model.state_dict()
+    weights.update({k: v for k, v in own.items() if k.startswith(("color_head.", "type_head."))})
+    load_state_dict_checked(model, weights, result.last_checkpoint)
+    summary = {
+        "run_dir": str(result.out_dir),
+        "epochs": result.epochs,
+        "last_checkpoint": str(result.last_checkpoint),
+        "held_out_reid": {
+            k: result.history[-1][k]
+            for k in ("mAP", "rank1", "rank5", "mINP")
+            if result.history and k in result.history[-1]
+        },
+    }
+    return model, summary
+
+
+def train_attributes(
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+) -> AttributeTrainResult:
+    """Train the attribute model in the paper's two steps; write its checkpoint and metrics.
+
+    Reads the train split of ``attributes.data_root`` (or ``data.sim_root``); holds out
+    ``attributes.holdout_fraction`` of its identities (seeded). Writes into ``out_dir`` (a fresh
+    sibling when it already holds a run): ``config.yaml``, ``holdout_ids.txt``, ``reid/`` (step 1's
+    training run; its mAP is on the held-out identities), ``checkpoints/attributes.pt`` and, when
+    the data carry colour/type labels, ``attribute_metrics.json`` and
+    ``confusion_{color,type}.png`` (held-out identities). A split without colour/type labels logs a
+    clear message and trains the re-id step alone.
+    """
+    from vreid.training.checkpoint import save_checkpoint
+
+    cfg = config.attributes
+    root = _labelled_root(config)
+    dataset = load_dataset(root, cfg.format)
+    records = dataset.splits.get("train") or []
+    if not records:
+        raise DatasetError(f"{root}: no train split; nothing to train the attribute model on")
+    targets = attribute_targets(records, source=str(root))
+    labelled = {k: int((v != IGNORE_INDEX).sum()) for k, v in targets.items()}
+    heads_trained = any(labelled.values())
+    if not heads_trained:
+        msg = (
+            f"{root}: the train split ({len(records)} images) has no colour/type labels; only the "
+            "re-id step is trained and the colour/type heads stay untrained. Give "
+            "attributes.data_root a labelled dataset (AIC simulation train_label.xml with "
+            "colorID/typeID, or VeRi-776)"
+        )
+        log.warning(msg)
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(msg, highlight=False, markup=False)
+        if not cfg.reid:
+            raise DatasetError(
+                msg.split(";")[0] + " and attributes.reid is false: nothing to train"
+            )
+    asked = Path(out_dir)
+    out = new_run_dir(asked.parent, asked.name)
+    if out != asked:
+        log.warning("%s already holds a run; writing this one to %s", asked, out)
+    save_config(config, out / "config.yaml")
+    train_recs, held_recs, held_ids = split_holdout(records, cfg.holdout_fraction, seed=cfg.seed)
+    write_text_atomic(out / "holdout_ids.txt", "".join(f"{i}\n" for i in held_ids))
+
+    reid_summary: dict[str, Any] | None = None
+    if cfg.reid:
+        model, reid_summary = _train_reid_step(
+            config, root, dataset.format, train_recs, held_recs, out / "reid", progress=progress
+        )
+    else:
+        torch.manual_seed(cfg.seed)
+        model = _build(config, len({r.vehicle_id for r in train_recs}), pretrained=True)
+        log.info(model.weights_message)
+
+    metrics: dict[str, Any] = {
+        "data_root": str(root),
+        "train_ids": len({r.vehicle_id for r in train_recs}),
+        "train_images": len(train_recs),
+        "holdout_ids": len(held_ids),
+        "holdout_images": len(held_recs),
+        "labelled_images": labelled,
+        "heads_trained": heads_trained,
+        "reid": reid_summary,
+    }
+    history: list[dict[str, float]] = []
+    if heads_trained:
+        torch.manual_seed(cfg.seed)
+        history = finetune_heads(
+            model, train_recs, attribute_targets(train_recs), config, progress=progress
+        )
+        metrics["history"] = history
+        if held_recs:
+            held_targets = attribute_targets(held_recs)
+            outputs = predict_attributes(
+                model,
+                held_recs,
+                cfg.image_size,
+                device=config.train.device,
+                batch_size=config.train.batch_size_eval,
+                num_workers=config.train.num_workers,
+                progress=progress,
+            )
+            for head, label in (("color", "colour"), ("type", "type")):
+                report = classification_report(
+                    outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
+                )
+                metrics[head] = report
+                plot_confusion(
+                    report,
+                    out / f"confusion_{head}.png",
+                    f"{label} on {len(held_ids)} held-out identities ({report['images']} images)",
+                )
+        else:
+            log.warning("attributes: no identities held out; no accuracy is reported")
+    metrics["config"] = config.model_dump(mode="json")
+    write_json_atomic(out / "attribute_metrics.json", metrics)
+    checkpoint = save_checkpoint(
+        out / ATTRIBUTE_CHECKPOINT,
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "arch": _arch(model),
+            # model.* describes the attribute model so `Extractor` gives its re-id features
+            "config": reid_step_config(config).model_dump(mode="json"),
+            "epoch": cfg.epochs if heads_trained else 0,
+            "stage": "attributes",
+            "heads_trained": heads_trained,
+            "classes": {k: list(v) for k, v in ATTRIBUTE_CLASSES.items()},
+            "holdout_ids": held_ids,
+            "history": history,
+        },
+    )
+    return AttributeTrainResult(
+        out_dir=out,
+        checkpoint=checkpoint,
+        heads_trained=heads_trained,
+        metrics=metrics,
+        holdout_ids=held_ids,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,47 +655,36 @@ def extract_attribute_features(
     *,
     device: str | torch.device = "auto",
     batch_size: int = 64,
+    num_workers: int = 0,
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the attribute features of ``records`` (record order) for ``split``.
 
-    Files (via :func:`vreid.retrieval.features.save_features`, each with ``.names.txt``):
-    ``<out_dir>/color/<split>.npy`` (N, E) and ``<out_dir>/type/<split>.npy`` (N, E) — the
-    penultimate features of each head — and ``<out_dir>/color_probs/<split>.npy`` (N, Cc),
-    ``<out_dir>/type_probs/<split>.npy`` (N, Ct) — the predicted class probabilities.
-    Returns ``{kind: npy path}``.
+    Files (via :func:`vreid.retrieval.features.save_features`, each beside a ``.names.txt``):
+    ``<out_dir>/color/<split>.npy`` (N, E) and ``<out_dir>/type/<split>.npy`` (N, E), the
+    penultimate features of each head, and ``<out_dir>/color_probs/<split>.npy`` (N, Cc),
+    ``<out_dir>/type_probs/<split>.npy`` (N, Ct), the predicted class probabilities (class order:
+    :data:`~vreid.datasets.attributes.ATTRIBUTE_CLASSES`). Existing files are an error unless
+    ``overwrite``. Returns ``{kind: npy path}``.
     """
+    from vreid.artefacts import refuse_overwrite
     from vreid.retrieval.features import save_features
 
     out = Path(out_dir)
-    kinds = ("color", "type", "color_probs", "type_probs")
-    targets = {k: out / k / f"{split}.npy" for k in kinds}
-    existing = [p for p in targets.values() if p.exists()]
-    if existing and not overwrite:
-        raise VreidError(
-            f"{existing[0]} already exists; choose another output folder or pass --overwrite"
-        )
+    for kind in FEATURE_KINDS:
+        refuse_overwrite(out / kind / f"{split}.npy", overwrite=overwrite)
     model, ckpt = load_attribute_model(checkpoint)
-    image_size = tuple(ckpt.get("config", {}).get("attributes", {}).get("image_size", (224, 224)))
+    model_cfg = (ckpt.get("config") or {}).get("model") or {}
+    image_size = tuple(model_cfg.get("image_size", (224, 224)))
     outputs = predict_attributes(
-        model, records, image_size, device=device, batch_size=batch_size, progress=progress
+        model,
+        records,
+        image_size,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
     )
     names = [r.name for r in records]
-    return {k: save_features(out / k / split, outputs[k], names) for k in kinds}
-
-
-__all__ = [
-    "ATTRIBUTE_CHECKPOINT",
-    "HEADS",
-    "AttributeTrainResult",
-    "classification_report",
-    "extract_attribute_features",
-    "finetune_heads",
-    "load_attribute_model",
-    "plot_confusion",
-    "predict_attributes",
-    "save_attribute_checkpoint",
-    "split_holdout",
-    "train_attributes",
-]
+    return {k: save_features(out / k / split, outputs[k], names) for k in FEATURE_KINDS}
