@@ -45,6 +45,8 @@ def _root(
 
 # ============================================================================================
 # data (issue 2): vreid data info / vreid data check
+from vreid.datasets.records import ReidDataset  # noqa: E402  (light: no torch)
+
 data_app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -56,20 +58,35 @@ FormatOpt = Annotated[
         help="auto, aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid or folder.",
     ),
 ]
+TestSizeOpt = Annotated[
+    int, typer.Option("--test-size", help="VehicleID: test list 800, 1600 or 2400.")
+]
+DrawOpt = Annotated[int, typer.Option("--draw", help="VehicleID: gallery draw 0-9.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Folder layout: per-image label CSV.")]
+
+
+def _load_for_cli(
+    root: Path, format: str, test_size: int, draw: int, csv: Path | None
+) -> ReidDataset:
+    from vreid.datasets import load_with_options
+
+    return load_with_options(root, format, test_size=test_size, draw=draw, csv=csv)
 
 
 @data_app.command("info")
 def data_info(
     root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
     format: FormatOpt = "auto",
+    test_size: TestSizeOpt = 800,
+    draw: DrawOpt = 0,
+    csv: CsvOpt = None,
 ) -> None:
     """Detect the format and print ids, images, cameras, tracks and attribute coverage per split."""
     from rich.table import Table
 
-    from vreid.datasets import load_dataset
     from vreid.datasets.inspect import summarize
 
-    dataset = load_dataset(root, format)
+    dataset = _load_for_cli(root, format, test_size, draw, csv)
     table = Table(title=f"{dataset.root} ({dataset.format})")
     for column in ("split", "ids", "images", "cameras", "tracks", "colour", "type"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -91,13 +108,14 @@ def data_info(
 def data_check(
     root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
     format: FormatOpt = "auto",
+    test_size: TestSizeOpt = 800,
+    csv: CsvOpt = None,
     workers: Annotated[int | None, typer.Option(help="Threads (default: CPU count).")] = None,
 ) -> None:
     """Read the labels, then open, verify and decode every image; exit 1 if any is corrupt."""
-    from vreid.datasets import load_dataset
     from vreid.datasets.inspect import check_images
 
-    dataset = load_dataset(root, format)
+    dataset = _load_for_cli(root, format, test_size, 0, csv)
     records = list(dataset)
     bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
     out = Console()

@@ -34,10 +34,20 @@ class Section(BaseModel):
 class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
-    format: str = "auto"
-    """Dataset format: auto, aic20, aic21, veri776, vehicleid, folder."""
+    format: Literal[
+        "auto", "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "folder"
+    ] = "auto"
+    """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
     """Root of the synthetic pre-training dataset (AIC simulation layout); ``None`` skips pre-training."""
+    vehicleid_test_size: Literal[800, 1600, 2400] = 800
+    """VehicleID only: which test list (``test_list_<n>.txt``) gives the query/gallery split."""
+    vehicleid_draw: int = Field(0, ge=0, le=9)
+    """VehicleID only: which of the 10 seeded gallery draws to use (results average all 10)."""
+    vehicleid_seed: int = 0
+    """VehicleID only: seed of the gallery draws."""
+    folder_csv: Path | None = None
+    """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
 
 
 # --------------------------------------------------------------------------------------------

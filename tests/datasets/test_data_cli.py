@@ -65,3 +65,16 @@ def test_bad_dataset_is_one_line_error_with_status_2(tmp_path: Path):
     unknown = _vreid("data", "check", str(tmp_path), "--format", "market")
     assert unknown.returncode == 2
     assert "known formats" in unknown.stderr
+
+
+def test_data_info_folder_layout_with_csv_option(tmp_path: Path):
+    from dataset_helpers import write_images
+
+    write_images(tmp_path / "data" / "train" / "5", ["a.jpg", "b.jpg"])
+    write_images(tmp_path / "data" / "train" / "6", ["c.jpg"])
+    (tmp_path / "my.csv").write_text("split,image,camera,color\ntrain,5/a.jpg,1,red\n")
+    args = ["data", "info", str(tmp_path / "data"), "--csv", str(tmp_path / "my.csv")]
+    result = runner.invoke(app, args, env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "(folder)" in result.output
+    assert _row(result.output, "train") == ["train", "2", "3", "1", "-", "33%", "0%"]

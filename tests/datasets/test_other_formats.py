@@ -170,3 +170,14 @@ def test_folder_layout_with_csv(tmp_path: Path):
         ("unknown.jpg", None),
         ("12/g.jpg", 12),
     ]
+
+
+def test_load_from_config_passes_the_format_options(tmp_path: Path):
+    from vreid.config import load_config
+    from vreid.datasets import load_from_config
+
+    make_vehicleid(tmp_path, [(100 + i, i % 3) for i in range(9)])
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.vehicleid_draw=3"])
+    assert load_from_config(cfg.data).splits == load_dataset(tmp_path, draw=3).splits
+    with pytest.raises(DatasetError, match=r"data\.root is not set"):
+        load_from_config(load_config().data)

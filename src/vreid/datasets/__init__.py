@@ -2,7 +2,13 @@
 VehicleID and a generic folder layout, all producing :class:`ImageRecord` lists."""
 
 from vreid.datasets.aic import read_aic, write_aic
-from vreid.datasets.loader import FORMATS, detect_format, load_dataset
+from vreid.datasets.loader import (
+    FORMATS,
+    detect_format,
+    load_dataset,
+    load_from_config,
+    load_with_options,
+)
 from vreid.datasets.records import SPLITS, ImageRecord, ReidDataset
 
 __all__ = [
@@ -12,6 +18,8 @@ __all__ = [
     "ReidDataset",
     "detect_format",
     "load_dataset",
+    "load_from_config",
+    "load_with_options",
     "read_aic",
     "write_aic",
 ]
