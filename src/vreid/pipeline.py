@@ -287,9 +287,9 @@ def stage_attributes(ctx: RunContext) -> list[Path]:
     cfg.attributes.data_root = Path(root)
     out = ctx.path("attributes")
     device = ctx.config.pipeline.device
-    result = train_attributes(
-        cfg, out / "model", device=device, progress=ctx.progress, overwrite=True
-    )
+    if (out / "model").exists():  # a fresh run: train_attributes never reuses a folder
+        shutil.rmtree(out / "model")
+    result = train_attributes(cfg, out / "model", progress=ctx.progress)
     ds = ctx.dataset()
     outputs: list[Path] = [result.checkpoint]
     for split in ("query", "gallery"):
@@ -300,6 +300,7 @@ def stage_attributes(ctx: RunContext) -> list[Path]:
             split,
             device=device,
             batch_size=ctx.config.train.batch_size_eval,
+            num_workers=ctx.config.train.num_workers,
             progress=ctx.progress,
             overwrite=True,
         )
