@@ -764,7 +764,7 @@ def build_stages(config: Config) -> list[Stage]:
         Stage(
             "report",
             stage_report,
-            _section("report"),
+            lambda cfg: cfg.model_dump(mode="json"),  # the page shows the whole config
             ["data", "distances", "rerank", "tracks", "metrics", *attr, *train_names],
         ),
     ]
