@@ -1,6 +1,8 @@
 """Retrieval: feature files, distances, k-reciprocal re-ranking, track averaging, metrics, submissions.
 
-Names are imported lazily so that importing :mod:`vreid.retrieval` stays cheap.
+Names are imported lazily so that importing :mod:`vreid.retrieval` stays cheap. The re-ranking
+function lives in ``reranking.py`` (not ``rerank.py``): a submodule named like the function would
+replace it as the package attribute as soon as the submodule is imported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ _EXPORTS = {
     "load_features": "vreid.retrieval.features",
     "pairwise_distances": "vreid.retrieval.distance",
     "ensemble": "vreid.retrieval.distance",
-    "rerank": "vreid.retrieval.rerank",
+    "rerank": "vreid.retrieval.reranking",
     "average_by_track": "vreid.retrieval.tracks",
     "evaluate": "vreid.retrieval.metrics",
     "write_submission": "vreid.retrieval.submission",
