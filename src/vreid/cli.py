@@ -140,6 +140,128 @@ def data_check(
 # crop (issue 7): vreid crop / vreid train-detector
 
 
+@app.command("crop")
+def crop_command(
+    src: Annotated[Path, typer.Argument(help="Dataset root (or any folder with --folder).")],
+    dst: Annotated[
+        Path, typer.Argument(help="Output root: new, empty, or an earlier crop output.")
+    ],
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="torchvision detector, e.g. maskrcnn_resnet50_fpn_v2, fasterrcnn_resnet50_fpn_v2, "
+            "fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_mobilenet_v3_large_320_fpn "
+            "(default: the checkpoint's, else crop.detector)."
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="torchvision COCO weights file or `vreid train-detector` checkpoint "
+            "(default: torchvision's cache)."
+        ),
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="Margin per side, fraction of the box (0.05).")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Ignore detections below this confidence (0.5).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per detector call (8).")] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
+    format: Annotated[str, typer.Option("--format", "-f", help="Dataset format.")] = "auto",
+    folder: Annotated[
+        bool, typer.Option("--folder", help="SRC is a plain folder of images, not a dataset.")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Crop every image of a dataset to its vehicle (paper 3.2.1); DST reads back as the same dataset.
+
+    Resumable: run the same command again to finish an interrupted run.
+    """
+    from vreid.config import load_config
+    from vreid.preprocess import crop_dataset, crop_folder
+
+    cfg = load_config(config, set_ or []).crop
+    kwargs = {
+        "detector": detector if detector is not None else cfg.detector,
+        "weights": weights if weights is not None else cfg.weights,
+        "margin": margin if margin is not None else cfg.margin,
+        "min_score": min_score if min_score is not None else cfg.min_score,
+        "device": device if device is not None else cfg.device,
+        "batch_size": batch_size if batch_size is not None else cfg.batch_size,
+        "workers": workers,
+        "progress": sys.stderr.isatty(),
+    }
+    if folder:
+        report = crop_folder(src, dst, **kwargs)
+    else:
+        report = crop_dataset(src, dst, format=format, **kwargs)
+    out = Console()
+    out.print(f"detector {report.detector} on {report.device}; weights: {report.weights}")
+    out.print(
+        f"{report.cropped} of {report.images} images cropped, {len(report.uncropped)} kept whole "
+        f"(no vehicle found; listed in {report.dst / 'crop_uncropped.txt'}); "
+        f"{report.skipped} finished by an earlier run; "
+        f"{report.processed} processed now at {report.images_per_second:.1f} images/s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("train-detector")
+def train_detector_command(
+    data_root: Annotated[
+        Path, typer.Argument(help="Dataset with vehicle_boxes.csv (e.g. from `vreid synth`).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write.")],
+    detector: Annotated[
+        str, typer.Option(help="torchvision detector architecture.")
+    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    max_images: Annotated[
+        int | None, typer.Option(help="Use at most this many training images.")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after this many minutes and save.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+) -> None:
+    """Train a vehicle detector on true boxes (offline substitute for COCO weights); use the result
+    with `vreid crop --weights FILE`."""
+    from vreid.preprocess import train_detector
+
+    result = train_detector(
+        data_root,
+        out,
+        detector=detector,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        max_images=max_images,
+        max_minutes=max_minutes,
+        workers=workers,
+        seed=seed,
+        overwrite=overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    iou = "n/a" if result.held_out_iou is None else f"{result.held_out_iou:.3f}"
+    Console().print(
+        f"wrote {result.checkpoint} ({result.detector}, {result.epochs} epochs in "
+        f"{result.seconds:.0f} s, last loss {result.history[-1]:.3f}); held-out mean IoU {iou}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 # ============================================================================================
 # train / extract (issue 5): vreid train / vreid extract
 

@@ -64,12 +64,22 @@ class SynthConfig(Section):
 class CropConfig(Section):
     enabled: bool = False
     """Crop every image with a detector before training and testing (paper section 3.2.1)."""
-    detector: str = "fasterrcnn_mobilenet_v3_large_fpn"
-    """torchvision detector architecture."""
+    detector: str | None = None
+    """torchvision detector architecture (``vreid.preprocess.detector_names()``); ``None``: the one
+    stored in a ``vreid train-detector`` checkpoint given as ``weights``, else
+    ``fasterrcnn_mobilenet_v3_large_fpn`` (the paper's Mask R-CNN is ``maskrcnn_resnet50_fpn_v2``,
+    several times slower on CPU)."""
     weights: Path | None = None
-    """Detector weights file; ``None``: torchvision's COCO weights from its cache."""
+    """Detector weights file (torchvision COCO file or ``vreid train-detector`` checkpoint);
+    ``None``: torchvision's COCO weights from its cache (``torch.hub.get_dir()/checkpoints``)."""
     margin: float = Field(0.05, ge=0.0, le=1.0)
-    """Margin added around the chosen box, as a fraction of its width/height."""
+    """Margin added around the chosen box on each side, as a fraction of its width/height."""
+    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    """Vehicle detections less confident than this are ignored (no detection: image kept whole)."""
+    batch_size: int = Field(8, ge=1)
+    """Images per detector call."""
+    device: str = "auto"
+    """Device of the detector: auto (CUDA when available), cpu, cuda, cuda:N."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -415,9 +415,12 @@ def _copy_files(src: Path, dst: Path, rels: Iterable[str]) -> int:
     for rel in rels:
         target = dst / rel
         source = src / rel
-        if target.is_file() and target.stat().st_size == source.stat().st_size:
-            if target.read_bytes() == source.read_bytes():
-                continue
+        if (
+            target.is_file()
+            and target.stat().st_size == source.stat().st_size
+            and target.read_bytes() == source.read_bytes()
+        ):
+            continue
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
         count += 1

@@ -13,6 +13,8 @@ each candidate gets the score
 * ``d`` — the distance from the box centre to the image centre over half the image diagonal, in
   [0, 1]; a centred box has ``1 − d = 1``, a box centred on a corner 0.
 
+Area and centre are those of the box clipped to the image.
+
 The candidate with the highest ``s`` wins (ties: the first in the detector's order). Its box is
 enlarged by ``margin`` × its width on the left and on the right and ``margin`` × its height at the
 top and the bottom, clipped to the image, and rounded outwards to whole pixels. Images without a
