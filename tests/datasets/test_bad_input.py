@@ -110,6 +110,17 @@ CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "name_query.txt",
         r"the query split is empty",
     ),
+    "label file without items": (
+        lambda r: (
+            (r / "train_label.xml").write_text(
+                '<?xml version="1.0" encoding="gb2312"?>\n<TrainingImages>\n<Items number="0">\n'
+                "</Items>\n</TrainingImages>\n"
+            ),
+            (r / "name_train.txt").unlink(),
+        ),
+        "train_label.xml",
+        r"the train split is empty",
+    ),
     "image folder missing": (
         lambda r: (
             [p.unlink() for p in (r / "image_query").iterdir()] and (r / "image_query").rmdir()

@@ -11,7 +11,7 @@ import os
 import xml.parsers.expat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from vreid.errors import DatasetError
 
@@ -100,13 +100,13 @@ def check_name(name: str, where: str) -> str:
     """
     if not name:
         raise DatasetError(f"{where}: empty image name")
-    posix = PurePosixPath(name)
+    # String tests (pathlib is ~10x slower and this runs once per image).
     if (
-        posix.is_absolute()
-        or PureWindowsPath(name).drive
+        name.startswith("/")
         or "\\" in name
-        or ".." in posix.parts
         or "\x00" in name
+        or (len(name) > 1 and name[1] == ":")
+        or (".." in name and ".." in name.split("/"))
     ):
         raise DatasetError(
             f"{where}: image name {name!r} escapes the dataset root; names must be relative "
