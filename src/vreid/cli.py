@@ -134,6 +134,74 @@ def data_check(
 
 # ============================================================================================
 # synth (issue 3): vreid synth
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise typer.BadParameter(f"{text!r}: expected WIDTHxHEIGHT, e.g. 256x256")
+    return int(parts[0]), int(parts[1])
+
+
+@app.command("synth")
+def synth_command(
+    out: Annotated[Path, typer.Argument(help="Output folder (gets real/ and simulation/).")],
+    preset: Annotated[
+        str, typer.Option(help="Size preset: tiny (seconds), demo, aic20-scale.")
+    ] = "demo",
+    ids: Annotated[
+        int | None, typer.Option(help="Real identities (train + test); default: the preset's.")
+    ] = None,
+    cameras: Annotated[
+        int | None, typer.Option(help="Real cameras; default: the preset's.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+    size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")] = "256x256",
+    workers: Annotated[
+        int | None, typer.Option(help="Rendering processes; default: one per core.")
+    ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report", help="Also compute the colour-histogram calibration and a contact sheet."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing, non-empty OUT.")
+    ] = False,
+) -> None:
+    """Generate a synthetic vehicle re-id dataset in the AIC layout."""
+    import json
+    import time
+
+    from vreid.synth import generate
+
+    start = time.perf_counter()
+    root = generate(
+        out,
+        preset=preset,
+        ids=ids,
+        cameras=cameras,
+        seed=seed,
+        size=_parse_size(size),
+        workers=workers,
+        progress=True,
+        overwrite=overwrite,
+    )
+    info = json.loads((root / "synth.json").read_text(encoding="utf-8"))
+    n = sum(info["images"].values())
+    secs = time.perf_counter() - start
+    console.print(
+        f"wrote {n} images ({info['images']}) of {info['ids']} real + {info['sim_ids']} "
+        f"simulation identities to {root} in {secs:.1f} s ({n / secs:.0f} images/s)"
+    )
+    if report:
+        from vreid.synth.calibration import calibration_report
+
+        numbers = calibration_report(root)
+        console.print(
+            f"colour-histogram baseline on real/ query→gallery: mAP {numbers['colour_hist_mAP']:.1%}, "
+            f"rank-1 {numbers['colour_hist_rank1']:.1%} (chance mAP {numbers['chance_mAP']:.1%}); "
+            f"contact sheet: {root / 'contact_sheet.png'}"
+        )
 
 
 # ============================================================================================

@@ -57,6 +57,12 @@ class SynthConfig(Section):
     """Size preset of the generated data: tiny, demo, aic20-scale."""
     seed: int = 0
     """Seed: the same seed gives a byte-identical dataset."""
+    ids: int | None = Field(None, ge=4)
+    """Real identities (train + test); ``None``: the preset's number."""
+    cameras: int | None = Field(None, ge=2)
+    """Real cameras; ``None``: the preset's number."""
+    size: tuple[int, int] = (256, 256)
+    """Image (width, height) in pixels."""
 
 
 # --------------------------------------------------------------------------------------------

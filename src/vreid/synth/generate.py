@@ -14,6 +14,8 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from vreid.datasets.aic import write_aic
 from vreid.datasets.records import ImageRecord
 from vreid.errors import ConfigError, VreidError
 from vreid.synth.camera import CameraSpec, sample_camera
-from vreid.synth.render import FrameSpec, Renderer
+from vreid.synth.render import FrameSpec, Renderer, save_background
 from vreid.synth.vehicles import VehicleSpec, sample_vehicle
 
 FORMAT_VERSION = 1
@@ -66,6 +68,8 @@ LOOSE_TRACKS = 0.15
 """Tracks cropped with loose random margins (25-60% of the box per side)."""
 TRUNCATED_FRAMES = 0.07
 """Frames whose crop window cuts 10-35% of the vehicle off."""
+OCCLUDED_TRACKS = 0.12
+"""Tracks with another vehicle (from a pool of distractors) passing in a neighbouring lane."""
 
 
 @dataclass(frozen=True)
@@ -105,16 +109,25 @@ def _resolve_preset(
     return p, n_ids, n_test, n_cams
 
 
+def _visible_lanes(cam: CameraSpec) -> list[tuple[float, int, tuple[float, float]]]:
+    """(lateral offset, direction, visible range of s) of each lane the camera sees."""
+    lanes = [(lat, d, cam.visible_range(lat)) for lat, d in cam.lane_offsets()]
+    return [(lat, d, vis) for lat, d, vis in lanes if vis is not None]
+
+
 def _plan_track(
-    rng: np.random.Generator, cam: CameraSpec, vehicle: int, camera: int, n_frames: int
+    rng: np.random.Generator,
+    cam: CameraSpec,
+    lanes: list[tuple[float, int, tuple[float, float]]],
+    vehicle: int,
+    camera: int,
+    n_frames: int,
+    distractors: Sequence[int] = (),
 ) -> _Track:
-    lanes = cam.lane_offsets()
-    rng.shuffle(lanes)
-    choices = [(lat, d, cam.visible_range(lat)) for lat, d in lanes]
-    choices = [c for c in choices if c[2] is not None]
+    choices = list(lanes)
+    rng.shuffle(choices)
     # no lane visible cannot happen for sampled cameras; fall back to the look-at point
     lateral, direction, vis = choices[0] if choices else (0.0, 1, (-1.0, 1.0))
-    assert vis is not None
     lo, hi = vis
     travel = min(hi - lo, rng.uniform(4.0, 16.0))
     start = rng.uniform(lo, hi - travel)
@@ -130,6 +143,19 @@ def _plan_track(
     base_margin = rng.uniform(0.25, 0.6) if loose else rng.uniform(0.02, 0.12)
     spread = 0.15 if loose else 0.03
     exposure = rng.uniform(0.95, 1.05)
+    occluders: list[tuple[int, float, float, float] | None] = [None] * n_frames
+    if distractors and rng.random() < OCCLUDED_TRACKS:
+        other = int(distractors[int(rng.integers(len(distractors)))])
+        lat_o = lateral + cam.camera_side * 3.5  # the next lane towards the camera
+        if abs(lat_o) > cam.road_half_width:
+            lat_o = lateral - cam.camera_side * 3.5
+        head_o = cam.road_angle + (0.0 if lat_o < 0 else np.pi)
+        gap = rng.uniform(2.0, 6.0) * rng.choice([-1, 1])
+        rel = rng.uniform(-1.5, 1.5)
+        occluders = [
+            (other, float(s[k] + gap + rel * k), float(lat_o), float(head_o))
+            for k in range(n_frames)
+        ]
     frames = []
     for k in range(n_frames):
         trunc = (0.0, 0.0)
@@ -148,6 +174,7 @@ def _plan_track(
                 truncate=trunc,
                 brightness=float(exposure * rng.uniform(0.97, 1.03)),
                 seed=int(rng.integers(2**63)),
+                occluder=occluders[k],
             )
         )
     return _Track(vehicle, camera, frames)
@@ -160,8 +187,10 @@ def _plan_identity_tracks(
     vehicle_id: int,
     cams: Sequence[int],
     cameras: Sequence[CameraSpec],
+    lanes: Sequence[list[tuple[float, int, tuple[float, float]]]],
     cams_per_id: tuple[int, int],
     frames: tuple[int, int],
+    distractors: Sequence[int] = (),
 ) -> list[_Track]:
     rng = np.random.default_rng([seed, stream, vehicle_id])
     n = int(rng.integers(cams_per_id[0], cams_per_id[1] + 1))
@@ -171,7 +200,7 @@ def _plan_identity_tracks(
     for c in chosen:
         ci = cams[c]
         nf = int(rng.integers(frames[0], frames[1] + 1))
-        out.append(_plan_track(rng, cameras[ci], vehicle_index, ci, nf))
+        out.append(_plan_track(rng, cameras[ci], lanes[ci], vehicle_index, ci, nf, distractors))
     return out
 
 
@@ -212,12 +241,16 @@ def plan_dataset(
     sim_cam_idx = list(range(n_cams, n_cams + n_sim_cams))
 
     # identity numbers: real train 1..n_train, real test next, simulation after them
+    # distractors (never labelled) only appear as other traffic that hides part of a vehicle
+    n_distractors = max(6, (n_ids + n_sim) // 10)
     vehicles = [
         sample_vehicle(np.random.default_rng([seed, 3, vid]), vid)
-        for vid in range(1, n_ids + n_sim + 1)
+        for vid in range(1, n_ids + n_sim + n_distractors + 1)
     ]
+    distractors = list(range(n_ids + n_sim, len(vehicles)))
+    lanes = [_visible_lanes(c) for c in cameras_all]
     tracks_by_vehicle = []
-    for i, v in enumerate(vehicles):
+    for i, v in enumerate(vehicles[: n_ids + n_sim]):
         real = i < n_ids
         tracks_by_vehicle.append(
             _plan_identity_tracks(
@@ -227,8 +260,10 @@ def plan_dataset(
                 v.vehicle_id,
                 real_cam_idx if real else sim_cam_idx,
                 cameras_all,
+                lanes,
                 p.cams_per_id if real else p.sim_cams_per_id,
                 p.frames if real else p.sim_frames,
+                distractors,
             )
         )
 
@@ -351,13 +386,31 @@ def _sim_attributes(cam: CameraSpec, frame: FrameSpec) -> dict[str, str]:
 _RENDERER: Renderer | None = None
 
 
-def _init_worker(vehicles: list[VehicleSpec], cameras: list[CameraSpec], size: tuple[int, int]):
+def _init_worker(
+    vehicles: list[VehicleSpec],
+    cameras: list[CameraSpec],
+    size: tuple[int, int],
+    reference: bool = False,
+    background_dir: str | None = None,
+) -> None:
     global _RENDERER
-    _RENDERER = Renderer(vehicles, cameras, size)
+    _RENDERER = Renderer(
+        vehicles, cameras, size, reference=reference, background_dir=background_dir
+    )
 
 
-def _render_chunk(chunk: list[Task]) -> list[tuple[int, tuple[float, float, float, float]]]:
+def _save_background(job: tuple[CameraSpec, int, str]) -> float:
+    start = time.process_time()
+    save_background(*job)
+    return time.process_time() - start
+
+
+def _render_chunk(
+    chunk: list[Task],
+) -> tuple[list[tuple[int, tuple[float, float, float, float]]], float]:
+    """Render and write a chunk; returns ([(task index, box)], CPU seconds used)."""
     assert _RENDERER is not None
+    start = time.process_time()
     out = []
     for task in chunk:
         result = _RENDERER.render(task.frame)
@@ -366,7 +419,7 @@ def _render_chunk(chunk: list[Task]) -> list[tuple[int, tuple[float, float, floa
         with open(task.path, "wb") as fh:
             fh.write(buf.getvalue())
         out.append((task.index, result.box))
-    return out
+    return out, time.process_time() - start
 
 
 def _chunks(tasks: list[Task], size: int) -> Iterator[list[Task]]:
@@ -382,8 +435,15 @@ def render_tasks(
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    reference: bool = False,
+    stats: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Render and write every task's image; returns the true boxes, (n_tasks, 4) float64."""
+    """Render and write every task's image; returns the true boxes, (n_tasks, 4) float64.
+
+    With several workers, each camera's background is rendered once into a temporary folder
+    that the workers share. ``reference=True`` uses the renderer's straightforward path (speed
+    benchmark only); ``stats`` receives ``render_cpu_seconds`` (CPU time of all processes).
+    """
     boxes = np.zeros((len(plan.tasks), 4))
     for folder in {os.path.dirname(t.path) for t in plan.tasks}:
         os.makedirs(folder, exist_ok=True)
@@ -392,22 +452,35 @@ def render_tasks(
         if len(plan.tasks) < 300:
             workers = 1
     chunks = list(_chunks(plan.tasks, 32))
+    cpu = 0.0
+
+    def collect(res: list, seconds: float) -> None:
+        nonlocal cpu
+        for i, box in res:
+            boxes[i] = box
+        cpu += seconds
+        if progress:
+            progress(len(res))
+
     if workers <= 1:
-        _init_worker(plan.vehicles, plan.cameras, size)
-        results = map(_render_chunk, chunks)
-        for res in results:
-            for i, box in res:
-                boxes[i] = box
-            if progress:
-                progress(len(res))
-        return boxes
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers, _init_worker, (plan.vehicles, plan.cameras, size)) as pool:
-        for res in pool.imap_unordered(_render_chunk, chunks):
-            for i, box in res:
-                boxes[i] = box
-            if progress:
-                progress(len(res))
+        _init_worker(plan.vehicles, plan.cameras, size, reference)
+        for res, seconds in map(_render_chunk, chunks):
+            collect(res, seconds)
+    else:
+        ctx = mp.get_context(
+            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        )
+        with tempfile.TemporaryDirectory(prefix="vreid-synth-bg-") as bg_dir:
+            used = sorted({t.frame.camera for t in plan.tasks})
+            initargs = (plan.vehicles, plan.cameras, size, reference, bg_dir)
+            with ctx.Pool(workers, _init_worker, initargs) as pool:
+                # each camera's background once, in parallel; then the images
+                jobs = [(plan.cameras[c], c, bg_dir) for c in used]
+                cpu += sum(pool.map(_save_background, jobs, chunksize=1))
+                for res, seconds in pool.imap_unordered(_render_chunk, chunks):
+                    collect(res, seconds)
+    if stats is not None:
+        stats["render_cpu_seconds"] = cpu
     return boxes
 
 
@@ -486,7 +559,7 @@ def generate(
         _write_boxes(sim_root, plan.sim, sim_boxes)
         n_ids = plan.info["ids"]
         _write_attributes(real_root, plan.vehicles[:n_ids])
-        _write_attributes(sim_root, plan.vehicles[n_ids:])
+        _write_attributes(sim_root, plan.vehicles[n_ids : n_ids + plan.info["sim_ids"]])
         info = dict(plan.info, size=list(size))
         write_text_atomic(tmp / "synth.json", json.dumps(info, indent=2) + "\n")
     except BaseException:

@@ -10,6 +10,7 @@ balance, saturation, gamma (one lookup table), sensor noise and JPEG quality.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ class FrameSpec:
     """Per-frame exposure multiplier."""
     seed: int
     """Seed of this image's sensor noise."""
+    occluder: tuple[int, float, float, float] | None = None
+    """Another vehicle in the scene: (vehicle index, s, lateral, heading), drawn in depth order."""
 
 
 @dataclass
@@ -102,7 +105,14 @@ class Renderer:
         *,
         supersample: int = 2,
         background_cache: int = 6,
+        reference: bool = False,
+        background_dir: str | None = None,
     ) -> None:
+        """``reference=True`` renders the same scene the straightforward way (antialiased
+        background resampling from full resolution, a Gaussian blur filter, float colour
+        arithmetic per pixel, fresh noise per image) — the baseline of the speed benchmark.
+        ``background_dir`` holds backgrounds rendered once by :func:`save_background` (shared by
+        worker processes); missing ones are rendered here."""
         self.vehicles = vehicles
         self.cameras = cameras
         self.size = size
@@ -111,6 +121,8 @@ class Renderer:
         self._backgrounds: OrderedDict[int, list[Image.Image]] = OrderedDict()
         self._props: dict[int, list[Prop]] = {}
         self._cache_size = background_cache
+        self.reference = reference
+        self.background_dir = background_dir
         w, h = size
         self._noise = np.random.default_rng(12345).standard_normal(
             (2 * h, 2 * w, 3), dtype=np.float32
@@ -120,14 +132,19 @@ class Renderer:
         m = self._meshes.get(vehicle)
         if m is None:
             m = self._meshes[vehicle] = build_mesh(self.vehicles[vehicle])
-            m.spans = _spans(m)  # type: ignore[attr-defined]
         return m
 
     def background(self, camera: int) -> list[Image.Image]:
         """The camera's background as a pyramid: sensor resolution, 1/2, 1/4."""
         bg = self._backgrounds.get(camera)
         if bg is None:
-            full = render_background(self.cameras[camera])
+            full = None
+            if self.background_dir is not None:
+                path = os.path.join(self.background_dir, f"{camera}.npy")
+                if os.path.exists(path):
+                    full = Image.fromarray(np.load(path))
+            if full is None:
+                full = render_background(self.cameras[camera])
             bg = [full, full.reduce(2), full.reduce(4)]
             self._backgrounds[camera] = bg
             if len(self._backgrounds) > self._cache_size:
@@ -149,6 +166,9 @@ class Renderer:
         levels = self.background(camera)
         x, y, w, h = window
         out_w = self.size[0] * self.ss
+        if self.reference:
+            box0 = (x, y, x + w, y + h)
+            return levels[0].resize((out_w, self.size[1] * self.ss), Image.BILINEAR, box=box0)
         level = 0
         while level + 1 < len(levels) and w / 2 ** (level + 1) >= out_w / 2:
             level += 1
@@ -163,11 +183,74 @@ class Renderer:
         return p
 
     # ------------------------------------------------------------------------------------------
+    def _draw_shadow(self, draw, cam: CameraSpec, mesh: Mesh, rz, pos, to_out) -> None:
+        """Contact shadow under the body plus the body's shadow cast along the light."""
+        light = cam.light_direction
+        ground = np.concatenate([mesh.footprint, np.zeros((4, 1))], axis=1) @ rz.T + pos
+        ground[:, 2] = 0
+        top = ground.copy()
+        top[:, 2] = mesh.top_height * 0.85
+        cast_pts = top - top[:, 2:3] * (light / max(light[2], 0.2))
+        hull = _convex_hull(np.concatenate([ground[:, :2], cast_pts[:, :2]]))
+        hull3 = np.concatenate([hull, np.zeros((len(hull), 1))], axis=1)
+        sh_uv = to_out(cam.project(hull3))
+        draw.polygon(sh_uv.ravel().tolist(), fill=(0, 0, 0, int(40 + 120 * cam.diffuse)))
+        centre = ground.mean(0)
+        contact = centre + (ground - centre) * 1.04
+        draw.polygon(to_out(cam.project(contact)).ravel().tolist(), fill=(0, 0, 0, 90))
+
+    def _draw_vehicle(
+        self, draw, mdraw, cam: CameraSpec, vehicle: int, rz, pos, to_out, uv, is_target: bool
+    ) -> None:
+        """Draw a vehicle's visible polygons (and, for the target, its body mask)."""
+        mesh = self.mesh(vehicle)
+        spec = self.vehicles[vehicle]
+        if uv is None:
+            rc = cam.rotation
+            uv = cam.project_camera(mesh.vertices @ (rc @ rz).T + rc @ (pos - cam.position))
+        cv = rz.T @ (cam.position - pos)
+        lv = rz.T @ cam.light_direction
+        vis = np.einsum("ij,ij->i", mesh.normals, cv - mesh.centroids) > 0
+        lam = np.maximum(0.0, mesh.normals @ lv)
+        view = cv - mesh.centroids
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        half = view + lv
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        spec_term = np.maximum(0.0, np.einsum("ij,ij->i", mesh.normals, half)) ** 24
+        shade = (cam.ambient + cam.diffuse * lam)[:, None]
+        rgb = mesh.rgb * shade
+        mat = mesh.material
+        body = mat == BODY
+        rgb[body] += (0.15 + spec.metallic) * cam.diffuse * spec_term[body, None]
+        glass = mat == GLASS
+        sky = np.array([0.55, 0.62, 0.7])
+        up = np.clip(mesh.normals[glass, 2], 0, 1)[:, None]
+        rgb[glass] = mesh.rgb[glass] * shade[glass] + 0.2 * up * sky + 0.4 * spec_term[glass, None]
+        light_mat = mat == LIGHT
+        rgb[light_mat] = mesh.rgb[light_mat] * (0.55 + 0.4 * shade[light_mat])
+        colours = np.clip(rgb * 255, 0, 255).astype(np.int64).tolist()
+
+        part_layer = np.zeros(len(mesh.part_centroids), dtype=np.int64)
+        part_layer[mesh.part] = mesh.layer
+        pdist = np.linalg.norm(mesh.part_centroids - cv, axis=1)
+        part_rank = np.empty_like(part_layer)
+        part_rank[np.lexsort((-pdist, part_layer))] = np.arange(len(part_layer))
+        idx = np.flatnonzero(vis)
+        order = idx[np.argsort(part_rank[mesh.part[idx]], kind="stable")]
+        pts = to_out(uv).ravel().tolist()
+        spans = mesh.spans
+        body_poly = mesh.body
+        for i in order.tolist():
+            a, b = spans[i]
+            poly = pts[2 * a : 2 * b]
+            draw.polygon(poly, fill=tuple(colours[i]))
+            if mdraw is not None:
+                mdraw.polygon(poly, fill=255 if (is_target and body_poly[i]) else 0)
+
     def render(self, frame: FrameSpec, *, mask: bool = False) -> Rendered:
         """Render one image."""
         cam = self.cameras[frame.camera]
         mesh = self.mesh(frame.vehicle)
-        spec = self.vehicles[frame.vehicle]
         W, H = self.size
         ss = self.ss
 
@@ -214,23 +297,19 @@ class Renderer:
             mimg = Image.new("L", canvas.size, 0)
             mdraw = ImageDraw.Draw(mimg)
 
-        # shadow: contact shadow under the body plus the body's shadow along the light
-        light = cam.light_direction
-        fp = mesh.footprint
-        ground = np.concatenate([fp, np.zeros((4, 1))], axis=1) @ rz.T + pos
-        ground[:, 2] = 0
-        top = ground.copy()
-        top[:, 2] = mesh.top_height * 0.85
-        cast_pts = top - top[:, 2:3] * (light / max(light[2], 0.2))
-        hull = _convex_hull(np.concatenate([ground[:, :2], cast_pts[:, :2]]))
-        hull3 = np.concatenate([hull, np.zeros((len(hull), 1))], axis=1)
-        sh_uv = to_out(cam.project(hull3))
-        draw.polygon(sh_uv.ravel().tolist(), fill=(0, 0, 0, int(40 + 120 * cam.diffuse)))
-        centre = ground.mean(0)
-        contact = centre + (ground - centre) * 1.04
-        draw.polygon(to_out(cam.project(contact)).ravel().tolist(), fill=(0, 0, 0, 90))
+        # vehicles (the target and possibly another one) far to near, with their shadows first
+        vehicles = [(float(np.linalg.norm(pos - cam.position)), True, frame.vehicle, rz, pos)]
+        if frame.occluder is not None:
+            ov, os_, olat, ohead = frame.occluder
+            c, s_ = np.cos(ohead), np.sin(ohead)
+            orz = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
+            opos = cam.road_point(os_, olat)
+            vehicles.append((float(np.linalg.norm(opos - cam.position)), False, ov, orz, opos))
+        vehicles.sort(key=lambda v: -v[0])
+        for _, _, vi, vrz, vpos in vehicles:
+            self._draw_shadow(draw, cam, self.mesh(vi), vrz, vpos, to_out)
 
-        # props behind the vehicle
+        # props behind the target vehicle
         vdist = float(np.linalg.norm(pos - cam.position)) - 1.0
         front_props = []
         for prop in self.props(frame.camera):
@@ -240,45 +319,9 @@ class Renderer:
             else:
                 draw_prop(draw, cam, prop, to_out)
 
-        # vehicle polygons
-        cv = rz.T @ (cam.position - pos)
-        lv = rz.T @ light
-        vis = np.einsum("ij,ij->i", mesh.normals, cv - mesh.centroids) > 0
-        lam = np.maximum(0.0, mesh.normals @ lv)
-        view = cv - mesh.centroids
-        view /= np.linalg.norm(view, axis=1, keepdims=True)
-        half = view + lv
-        half /= np.linalg.norm(half, axis=1, keepdims=True)
-        spec_term = np.maximum(0.0, np.einsum("ij,ij->i", mesh.normals, half)) ** 24
-        shade = (cam.ambient + cam.diffuse * lam)[:, None]
-        rgb = mesh.rgb * shade
-        mat = mesh.material
-        body = mat == BODY
-        rgb[body] += (0.15 + spec.metallic) * cam.diffuse * spec_term[body, None]
-        glass = mat == GLASS
-        sky = np.array([0.55, 0.62, 0.7])
-        up = np.clip(mesh.normals[glass, 2], 0, 1)[:, None]
-        rgb[glass] = mesh.rgb[glass] * shade[glass] + 0.3 * up * sky + 0.5 * spec_term[glass, None]
-        light_mat = mat == LIGHT
-        rgb[light_mat] = mesh.rgb[light_mat] * (0.55 + 0.4 * shade[light_mat])
-        colours = np.clip(rgb * 255, 0, 255).astype(np.int64).tolist()
-
-        part_layer = np.zeros(len(mesh.part_centroids), dtype=np.int64)
-        part_layer[mesh.part] = mesh.layer
-        pdist = np.linalg.norm(mesh.part_centroids - cv, axis=1)
-        part_rank = np.empty_like(part_layer)
-        part_rank[np.lexsort((-pdist, part_layer))] = np.arange(len(part_layer))
-        idx = np.flatnonzero(vis)
-        order = idx[np.argsort(part_rank[mesh.part[idx]], kind="stable")]
-        pts = to_out(uv).ravel().tolist()
-        spans = mesh.spans  # type: ignore[attr-defined]
-        body_poly = mesh.body
-        for i in order.tolist():
-            a, b = spans[i]
-            poly = pts[2 * a : 2 * b]
-            draw.polygon(poly, fill=tuple(colours[i]))
-            if mdraw is not None:
-                mdraw.polygon(poly, fill=255 if body_poly[i] else 0)
+        for _, is_target, vi, vrz, vpos in vehicles:
+            vuv = uv if is_target else None
+            self._draw_vehicle(draw, mdraw, cam, vi, vrz, vpos, to_out, vuv, is_target)
 
         for prop in front_props:
             draw_prop(draw, cam, prop, to_out)
@@ -287,6 +330,10 @@ class Renderer:
 
         # reduce and apply the camera
         img = canvas.reduce(ss) if ss > 1 else canvas
+        if self.reference:
+            return self._finish_reference(
+                img, frame, cam, win_w, to_out, (x1, y1, x2, y2), pos, mimg
+            )
         # resolution loss and optical blur: a blur of sigma pixels removes detail like a
         # (1 + sigma)-times smaller sensor; the small remainder is a 3×3 smoothing kernel
         native = min(win_w * cam.resolution, W / (1 + 0.8 * cam.blur))
@@ -305,7 +352,12 @@ class Renderer:
         arr = np.asarray(img, dtype=np.float32) + self._noise[oy : oy + H, ox : ox + W] * cam.noise
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
-        bx = np.clip(to_out(np.array([[x1, y1], [x2, y2]])) / ss, 0, [W, H])
+        return self._result(img, frame, cam, to_out, (x1, y1, x2, y2), pos, mimg)
+
+    def _result(self, img, frame, cam, to_out, sensor_box, pos, mimg) -> Rendered:
+        W, H = self.size
+        x1, y1, x2, y2 = sensor_box
+        bx = np.clip(to_out(np.array([[x1, y1], [x2, y2]])) / self.ss, 0, [W, H])
         box = (float(bx[0, 0]), float(bx[0, 1]), float(bx[1, 0]), float(bx[1, 1]))
         view_dir = pos - cam.position
         orientation = float(
@@ -313,8 +365,34 @@ class Renderer:
         )
         m = None
         if mimg is not None:
-            m = np.asarray(mimg.reduce(ss) if ss > 1 else mimg) > 200
+            m = np.asarray(mimg.reduce(self.ss) if self.ss > 1 else mimg) > 200
         return Rendered(img, box, orientation, m)
+
+    def _finish_reference(self, img, frame, cam, win_w, to_out, sensor_box, pos, mimg) -> Rendered:
+        """The camera model computed the straightforward way (for the speed benchmark)."""
+        W, H = self.size
+        native = win_w * cam.resolution
+        if native < 0.9 * W:
+            nw, nh = max(8, round(native)), max(8, round(native * H / W))
+            img = img.resize((nw, nh), Image.BILINEAR).resize((W, H), Image.BILINEAR)
+        if cam.blur > 0.25:
+            img = img.filter(ImageFilter.GaussianBlur(cam.blur))
+        arr = np.asarray(img, dtype=np.float64) / 255.0
+        arr = arr**cam.gamma * cam.gain * frame.brightness * np.array(cam.cast)
+        grey = arr @ np.array([0.299, 0.587, 0.114])
+        arr = grey[..., None] + cam.saturation * (arr - grey[..., None])
+        rng = np.random.default_rng(frame.seed)
+        arr = arr * 255 + rng.standard_normal(arr.shape) * cam.noise
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        return self._result(img, frame, cam, to_out, sensor_box, pos, mimg)
+
+
+def save_background(camera: CameraSpec, index: int, folder: str) -> None:
+    """Render a camera's background into ``folder/<index>.npy`` (shared by worker processes)."""
+    path = os.path.join(folder, f"{index}.npy")
+    tmp = path + f".{os.getpid()}.tmp.npy"
+    np.save(tmp, np.asarray(render_background(camera)))
+    os.replace(tmp, path)
 
 
 def _smoothing_kernel(sigma: float) -> ImageFilter.Kernel:
@@ -322,13 +400,3 @@ def _smoothing_kernel(sigma: float) -> ImageFilter.Kernel:
     g = np.exp(-np.array([1.0, 0.0, 1.0]) / (2 * sigma**2))
     k = np.outer(g, g)
     return ImageFilter.Kernel((3, 3), (k / k.sum()).ravel().tolist(), scale=1)
-
-
-def _spans(mesh: Mesh) -> list[tuple[int, int]]:
-    """(first, end) vertex index of each polygon (the builder stores polygons contiguously)."""
-    out = []
-    for p in mesh.polys:
-        a, b = int(p[0]), int(p[-1]) + 1
-        assert b - a == len(p)
-        out.append((a, b))
-    return out

@@ -362,17 +362,12 @@ def render_background(cam: CameraSpec) -> Image.Image:
             )
             draw_prop(draw, cam, p, lambda uv: uv)
 
-    # texture: smooth shading variation plus fine grain
+    # texture: smooth shading variation plus fine grain, one (h, w) modulation for all channels
     arr = np.asarray(img, dtype=np.float32)
-    low = _noise_field(rng, h, w, 160)[..., None]
-    mid = _noise_field(rng, h, w, 24)[..., None]
-    grain = rng.standard_normal((h // 2, w // 2), dtype=np.float32)
-    grain = (
-        np.asarray(
-            Image.fromarray(((grain * 20) + 128).clip(0, 255).astype(np.uint8)).resize((w, h)),
-            dtype=np.float32,
-        )[..., None]
-        - 128
-    )
-    arr = arr * (1 + 0.10 * low + 0.06 * mid) + 0.35 * grain
-    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    mod = 1 + 0.10 * _noise_field(rng, h, w, 160) + 0.06 * _noise_field(rng, h, w, 24)
+    grain = rng.integers(0, 256, size=(h // 2, w // 2), dtype=np.uint8)
+    grain = Image.fromarray(grain).resize((w, h), Image.BILINEAR)
+    add = (np.asarray(grain, dtype=np.float32) - 127.5) * 0.05
+    arr *= mod[..., None]
+    arr += add[..., None]
+    return Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8))

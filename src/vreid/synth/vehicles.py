@@ -246,8 +246,12 @@ class Mesh:
     footprint: np.ndarray  # (4, 2) ground rectangle (x, y)
     top_height: float
     bounds: np.ndarray = field(init=False)  # (8, 3) bounding-box corners
+    spans: list[tuple[int, int]] = field(init=False)
+    """(first, end) vertex index of each polygon (polygons are stored contiguously)."""
 
     def __post_init__(self) -> None:
+        self.spans = [(int(p[0]), int(p[-1]) + 1) for p in self.polys]
+        assert all(b - a == len(p) for (a, b), p in zip(self.spans, self.polys, strict=True))
         lo, hi = self.vertices.min(0), self.vertices.max(0)
         self.bounds = np.array(
             [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
