@@ -490,6 +490,84 @@ def train_attributes_cmd(
 
 # ============================================================================================
 # retrieval (issue 4): vreid rank / vreid submission check
+submission_app = typer.Typer(help="Check AIC track2.txt submissions.", no_args_is_help=True)
+app.add_typer(submission_app, name="submission")
+
+
+@app.command("rank")
+def rank_cmd(
+    features: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Feature directories (one per model), each with query.npy / gallery.npy and "
+            "their .names.txt; several are ensembled."
+        ),
+    ],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset root (query/gallery split).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    attributes: Annotated[
+        Path | None,
+        typer.Option(
+            "--attributes",
+            help="Attribute feature directory (<dir>/type/, <dir>/color/) for metadata distances.",
+        ),
+    ] = None,
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="Dataset format (default: data.format).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous result.")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Re-rank, ensemble and track-average features of a split; write track2.txt and metrics."""
+    from vreid.config import load_config
+    from vreid.retrieval.ranking import rank_split
+
+    cfg = load_config(config, set_ or [])
+    result = rank_split(
+        features,
+        data,
+        out,
+        config=cfg,
+        attribute_dir=attributes,
+        data_format=data_format,
+        overwrite=overwrite,
+        progress=True,
+    )
+    for path in result.files:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    m = result.metrics
+    if m is None:
+        console.print(
+            "no ground-truth ids for query and gallery: no mAP can be computed", soft_wrap=True
+        )
+        return
+    console.print(
+        f"{m['protocol']} protocol: mAP {m['mAP']:.4f}  rank-1 {m['rank1']:.4f}  "
+        f"mINP {m['mINP']:.4f}  ({m['num_valid_queries']} queries, "
+        f"{m['num_skipped_queries']} without a match skipped)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@submission_app.command("check")
+def submission_check_cmd(
+    file: Annotated[Path, typer.Argument(help="The track2.txt to check.")],
+    queries: Annotated[int, typer.Option("--queries", "-q", help="Number of query images.")],
+    gallery: Annotated[int, typer.Option("--gallery", "-g", help="Number of gallery images.")],
+) -> None:
+    """Check line count and that every line holds 100 distinct 1-based gallery indices."""
+    from vreid.retrieval.submission import check_submission
+
+    ranks = check_submission(file, queries, gallery)
+    console.print(
+        f"{file}: ok ({ranks.shape[0]} lines × {ranks.shape[1]} gallery indices)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ============================================================================================

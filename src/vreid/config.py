@@ -254,7 +254,14 @@ class RetrievalConfig(Section):
     track_average: bool = True
     """Replace each distance by the mean over the gallery image's track."""
     protocol: Literal["aic", "veri", "all"] = "aic"
-    """Evaluation protocol."""
+    """Evaluation protocol: aic (mAP@100), veri (same id and camera removed), all (full length)."""
+    ensemble_weights: list[float] | None = None
+    """Weights of the models' distance matrices in the ensemble, in the order given; ``None``:
+    equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
+    device: str = "auto"
+    """Device of the re-ranking: auto (CUDA when available), cpu, cuda, cuda:1 …"""
+    top: int = Field(100, ge=1)
+    """Gallery images per query in ranked lists and ``track2.txt`` (AIC: 100)."""
 
 
 # --------------------------------------------------------------------------------------------

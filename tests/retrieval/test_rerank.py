@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from reference_rerank import reference_rerank
-from vreid.retrieval import rerank
+from vreid.retrieval import original_distance, rerank
 
 
 def quantise(x: np.ndarray) -> np.ndarray:
@@ -156,3 +156,15 @@ def test_cuda_matches_cpu():
     gpu = rerank(feats[:100], feats[100:], metadata=meta, device="cuda", block_size=256)
     assert np.abs(cpu - gpu).max() <= 1e-4
     assert_same_ranking(gpu, cpu)
+
+
+def test_original_distance_is_rerank_with_lambda_one():
+    rng = np.random.default_rng(8)
+    feats = clustered_feats(rng, 260, 16, ids=20)
+    colour = random_feats(rng, 260, 8)
+    meta = [(colour[:50], colour[50:], 0.1)]
+    d = original_distance(feats[:50], feats[50:], metadata=meta, device="cpu")
+    np.testing.assert_array_equal(
+        d, rerank(feats[:50], feats[50:], lambda_value=1.0, metadata=meta)
+    )
+    assert d.max() <= 1.0

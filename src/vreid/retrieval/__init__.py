@@ -16,6 +16,7 @@ _EXPORTS = {
     "pairwise_distances": "vreid.retrieval.distance",
     "ensemble": "vreid.retrieval.distance",
     "rerank": "vreid.retrieval.reranking",
+    "original_distance": "vreid.retrieval.reranking",
     "average_by_track": "vreid.retrieval.tracks",
     "evaluate": "vreid.retrieval.metrics",
     "write_submission": "vreid.retrieval.submission",

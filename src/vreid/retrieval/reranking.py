@@ -55,16 +55,41 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
     return t
 
 
-def _stack_items(
-    query: ArrayLike, gallery: ArrayLike, name: str, device: torch.device
-) -> torch.Tensor:
-    q = _to_tensor(query, f"query {name}", device)
-    g = _to_tensor(gallery, f"gallery {name}", device)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(
-            f"{name}: query dimension {q.shape[1]} differs from gallery dimension {g.shape[1]}"
-        )
-    return torch.cat([q, g])
+class _Items:
+    """Query and gallery rows of one feature kind, kept as two tensors (no concatenated copy):
+    item i < q is query row i, item i ≥ q is gallery row i − q."""
+
+    def __init__(
+        self, query: ArrayLike, gallery: ArrayLike, name: str, device: torch.device
+    ) -> None:
+        self.query = _to_tensor(query, f"query {name}", device)
+        self.gallery = _to_tensor(gallery, f"gallery {name}", device)
+        if self.query.shape[1] != self.gallery.shape[1]:
+            raise ValueError(
+                f"{name}: query dimension {self.query.shape[1]} differs from gallery dimension "
+                f"{self.gallery.shape[1]}"
+            )
+        self.q = self.query.shape[0]
+        self.n = self.q + self.gallery.shape[0]
+        self.dim = self.query.shape[1]
+        self.sqnorm = torch.cat([(m * m).sum(1) for m in (self.query, self.gallery)])
+
+    def rows(self, sl: slice) -> torch.Tensor:
+        """Items sl.start … sl.stop − 1 as one (len, D) tensor (a view unless it straddles q)."""
+        a, b, q = sl.start, sl.stop, self.q
+        if b <= q:
+            return self.query[a:b]
+        if a >= q:
+            return self.gallery[a - q : b - q]
+        return torch.cat([self.query[a:], self.gallery[: b - q]])
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Items at the indices ``idx`` (n,) → (n, D)."""
+        out = torch.empty((idx.shape[0], self.dim), device=self.query.device)
+        is_q = idx < self.q
+        out[is_q] = self.query[idx[is_q]]
+        out[~is_q] = self.gallery[idx[~is_q] - self.q]
+        return out
 
 
 class _ItemFeatures:
@@ -77,9 +102,9 @@ class _ItemFeatures:
         metadata: Sequence[MetadataTriple],
         device: torch.device,
     ) -> None:
-        main = _stack_items(query_feats, gallery_feats, "features", device)
-        self.num_query = int(torch.as_tensor(query_feats).shape[0])
-        self.num_items = main.shape[0]
+        main = _Items(query_feats, gallery_feats, "features", device)
+        self.num_query = main.q
+        self.num_items = main.n
         self.mats = [main]
         self.weights: list[float] = []
         for j, triple in enumerate(metadata):
@@ -89,16 +114,14 @@ class _ItemFeatures:
                     f"got {len(triple)} items"
                 )
             mq, mg, weight = triple
-            mat = _stack_items(mq, mg, f"metadata[{j}] features", device)
-            if mat.shape[0] != self.num_items or torch.as_tensor(mq).shape[0] != self.num_query:
+            mat = _Items(mq, mg, f"metadata[{j}] features", device)
+            if mat.q != main.q or mat.n != main.n:
                 raise ValueError(
-                    f"metadata[{j}]: {torch.as_tensor(mq).shape[0]} query / "
-                    f"{torch.as_tensor(mg).shape[0]} gallery rows, the main features have "
-                    f"{self.num_query} / {self.num_items - self.num_query}"
+                    f"metadata[{j}]: {mat.q} query / {mat.n - mat.q} gallery rows, the main "
+                    f"features have {main.q} / {main.n - main.q}"
                 )
             self.mats.append(mat)
             self.weights.append(float(weight))
-        self.sqnorms = [(m * m).sum(1) for m in self.mats]
         self.rowmax = [torch.zeros(self.num_items, device=device) for _ in self.mats]
 
     @property
@@ -107,18 +130,20 @@ class _ItemFeatures:
 
     def tile(self, which: int, rows: slice, cols: slice) -> torch.Tensor:
         """Squared distances (|rows|, |cols|) of feature matrix ``which`` (clamped at 0)."""
-        mat, sq = self.mats[which], self.sqnorms[which]
+        items = self.mats[which]
+        sq = items.sqnorm
         base = sq[rows, None] + sq[None, cols]
-        return torch.addmm(base, mat[rows], mat[cols].T, alpha=-2.0).clamp_min_(0.0)
+        return torch.addmm(base, items.rows(rows), items.rows(cols).T, alpha=-2.0).clamp_min_(0.0)
 
     def pair_sqdist(self, which: int, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Squared distances of the item pairs (i[n], j[n]) of matrix ``which`` (shape (n,))."""
-        mat, sq = self.mats[which], self.sqnorms[which]
-        out = torch.empty(i.shape[0], device=mat.device)
-        step = max(1, (1 << 22) // mat.shape[1])
+        items = self.mats[which]
+        sq = items.sqnorm
+        out = torch.empty(i.shape[0], device=sq.device)
+        step = max(1, (1 << 22) // items.dim)
         for s in range(0, i.shape[0], step):
             a, b = i[s : s + step], j[s : s + step]
-            dot = (mat[a] * mat[b]).sum(1)
+            dot = (items.take(a) * items.take(b)).sum(1)
             out[s : s + step] = (sq[a] + sq[b] - 2.0 * dot).clamp_min_(0.0)
         return out
 
@@ -526,11 +551,42 @@ def rerank(
             v = _build_v(feats, ranks, rank_d, rowmax_final, k1, chunk)
             del feats, rank_d
             clock.lap("k-reciprocal sets")
-            work = 1 << 24
+            work = 1 << 22  # entries per sparse chunk: bounds the transient memory
             if k2 != 1:
                 v = _query_expansion(v, ranks, k2, work)
             del ranks
             clock.lap("query expansion")
             _jaccard_into(v, q, out, lambda_value, work)
             clock.lap("jaccard")
+        return out.cpu().numpy()
+
+
+def original_distance(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    *,
+    metadata: Sequence[MetadataTriple] = (),
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """D = N(d') for query rows × gallery columns, float32 (q, g): the distance re-ranking starts
+    from (``rerank(..., lambda_value=1)`` returns the same), used when re-ranking is off.
+
+    Only the q query rows are computed (against all N items, for the row maxima).
+    """
+    dev = _resolve_device(device)
+    with torch.no_grad():
+        feats = _ItemFeatures(query_feats, gallery_feats, metadata, dev)
+        n, q = feats.num_items, feats.num_query
+        out = torch.empty((q, n - q), device=dev)
+        step = max(1, (1 << 24) // max(n, 1))
+        for s in range(0, q, step):
+            rows = slice(s, min(s + step, q))
+            parts = [
+                torch.cat([feats.tile(k, rows, slice(0, q)), feats.tile(k, rows, slice(q, n))], 1)
+                for k in range(len(feats.mats))
+            ]
+            for k, part in enumerate(parts):
+                feats.rowmax[k][rows] = part.amax(1)
+            dprime = feats.combine(parts, rows)
+            out[rows] = (dprime / _safe_max(dprime.amax(1))[:, None])[:, q:]
         return out.cpu().numpy()
