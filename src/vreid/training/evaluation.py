@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from vreid.datasets.records import ImageRecord
 
 
-def progress_bar(*, disable: bool = False) -> Any:
+def progress_bar(*, disable: bool = False, transient: bool = False) -> Any:
     """A rich progress bar on stderr (a spinner, bar, count, rate and time left)."""
     from rich.console import Console
     from rich.progress import (
@@ -38,7 +38,7 @@ def progress_bar(*, disable: bool = False) -> Any:
         TimeRemainingColumn(),
         console=Console(stderr=True),
         disable=disable,
-        transient=False,
+        transient=transient,
     )
 
 
@@ -54,6 +54,7 @@ def extract_features(
     channels_last: bool = False,
     progress: bool = False,
     description: str = "features",
+    transient: bool = False,
 ) -> torch.Tensor:
     """Features of every image the loader yields, in order: float32 CPU tensor (N, D).
 
@@ -70,7 +71,7 @@ def extract_features(
         device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     )
     try:
-        with progress_bar(disable=not progress) as bar:
+        with progress_bar(disable=not progress, transient=transient) as bar:
             task = bar.add_task(description, total=total, info="")
             for batch in loader:
                 images = batch[0] if isinstance(batch, list | tuple) else batch
@@ -149,6 +150,7 @@ def evaluate_model(
                 amp_dtype=amp_dtype,
                 progress=progress,
                 description=f"eval {name}",
+                transient=True,
             )
         )
     distmat = pairwise_distances(feats[0].numpy(), feats[1].numpy())

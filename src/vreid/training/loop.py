@@ -198,7 +198,9 @@ def _make_train_loader(
     )
     loader = DataLoader(
         train_set,
-        batch_sampler=sampler,
+        sampler=sampler,  # p × k consecutive indices per batch
+        batch_size=config.train.p * config.train.k,
+        drop_last=True,
         num_workers=config.train.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,  # workers reseeded from the (checkpointed) RNG every epoch
