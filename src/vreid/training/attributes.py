@@ -344,9 +344,12 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: 
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    support = counts.sum(1).astype(int)
+    ax.set_yticks(
+        range(len(classes)), [f"{c} ({n})" for c, n in zip(classes, support, strict=True)]
+    )
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_ylabel("true (images)")
     acc = report["accuracy"]
     ax.set_title(f"{title}\naccuracy {acc:.1%}" if acc is not None else title, fontsize=10)
     for i, j in zip(*np.nonzero(counts), strict=True):
