@@ -161,6 +161,15 @@ def _is_synth_output(path: Path) -> bool:
 def ensure_synthetic_data(config: Config, out: Path, *, progress: bool = True) -> Path:
     """Generate the built-in synthetic dataset (``config.synth``) into ``out`` unless it is there."""
     if _is_synth_output(out):
+        info_file = out / "synth.json"
+        info = json.loads(info_file.read_text("utf-8")) if info_file.is_file() else {}
+        wanted = {"preset": config.synth.preset, "seed": config.synth.seed}
+        found = {k: info.get(k) for k in wanted}
+        if found != wanted:
+            raise DatasetError(
+                f"{out} holds synthetic data made with {found}, the config asks for {wanted}; "
+                "delete the folder or set pipeline.synth_dir to another one"
+            )
         return out
     from vreid.synth import generate
 
