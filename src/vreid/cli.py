@@ -200,6 +200,7 @@ def synth_command(
         console.print(
             f"colour-histogram baseline on real/ query→gallery: mAP {numbers['colour_hist_mAP']:.1%}, "
             f"rank-1 {numbers['colour_hist_rank1']:.1%} (chance mAP {numbers['chance_mAP']:.1%}); "
+            f"inside the true boxes mAP {numbers.get('colour_hist_box_mAP', float('nan')):.1%}; "
             f"contact sheet: {root / 'contact_sheet.png'}"
         )
 
@@ -479,9 +480,10 @@ def train_attributes_cmd(
         report = metrics.get(head)
         if report and report.get("accuracy") is not None:
             typer.echo(
-                f"{label}: held-out accuracy {100 * report['accuracy']:.1f}% on "
-                f"{report['images']} images (majority class {100 * report['majority_baseline']:.1f}%, "
-                f"uniform chance {100 * report['uniform_chance']:.1f}%)"
+                f"{label}: held-out accuracy {100 * report['accuracy']:.1f}% (balanced "
+                f"{100 * report['balanced_accuracy']:.1f}%) on {report['images']} images; "
+                f"majority class {100 * report['majority_baseline']:.1f}%, chance "
+                f"{100 * report['uniform_chance']:.1f}%"
             )
     if not result.heads_trained:
         typer.echo("no colour/type labels: only the re-id step was trained")

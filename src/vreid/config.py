@@ -234,6 +234,9 @@ class AttributeConfig(Section):
     """Step 2 batch size (images, shuffled)."""
     finetune_backbone: bool = True
     """Step 2 also updates the backbone (False: only the two heads learn)."""
+    augment: Literal["reid", "light"] = "reid"
+    """Step 2 augmentation: ``reid`` = the re-id training's (paper: crop, flip, colour jitter, PCA
+    colour noise, random erasing); ``light`` = crop and flip only (no colour changes, no erasing)."""
 
 
 # --------------------------------------------------------------------------------------------

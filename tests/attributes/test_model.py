@@ -74,6 +74,9 @@ def test_classification_report_matches_hand_count(tmp_path: Path):
     assert rep["per_class_accuracy"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1.0})
     assert rep["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert rep["majority_baseline"] == pytest.approx(3 / 6)
+    assert rep["balanced_chance"] == pytest.approx(1 / 3)
+    constant = classification_report(np.eye(3)[np.zeros(7, dtype=int)], targets, classes)
+    assert constant["balanced_accuracy"] == pytest.approx(constant["balanced_chance"])
     assert rep["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     png = plot_confusion(rep, tmp_path / "c.png", "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

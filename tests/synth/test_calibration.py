@@ -13,11 +13,7 @@ from typer.testing import CliRunner
 
 from vreid.cli import app
 from vreid.errors import DatasetError
-from vreid.synth.calibration import (
-    calibration_report,
-    colour_histogram_features,
-    mean_average_precision,
-)
+from vreid.synth.calibration import calibration_report, colour_histogram_features
 
 
 def test_colour_histograms_separate_colours(tmp_path: Path) -> None:
@@ -34,20 +30,23 @@ def test_colour_histograms_separate_colours(tmp_path: Path) -> None:
     assert np.linalg.norm(f[0] - f[2]) == pytest.approx(np.sqrt(2), rel=1e-5)  # disjoint bins
 
 
+def test_colour_histogram_of_a_box(tmp_path: Path) -> None:
+    two = Image.new("RGB", (40, 20), (20, 30, 200))
+    two.paste((200, 20, 20), (0, 0, 20, 20))  # left half red, right half blue
+    two.save(tmp_path / "two.png")
+    Image.new("RGB", (8, 8), (200, 20, 20)).save(tmp_path / "red.png")
+    boxes = np.array([[0, 0, 15, 20], [0, 0, 8, 8]], dtype=float)
+    f = colour_histogram_features([tmp_path / "two.png", tmp_path / "red.png"], boxes=boxes)
+    whole = colour_histogram_features([tmp_path / "two.png"])
+    assert np.linalg.norm(f[0] - f[1]) < 1e-6  # the box holds only the red half
+    assert np.count_nonzero(whole[0]) > np.count_nonzero(f[0]) == 1  # whole: red and blue
+
+
 def test_unreadable_image_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(DatasetError, match=r"broken\.jpg"):
         colour_histogram_features([bad])
-
-
-def test_mean_average_precision_by_hand() -> None:
-    # query 0 (id 1): gallery ranked g0 (id 1), g1 (id 2), g2 (id 1) -> AP = (1/1 + 2/3) / 2
-    # query 1 (id 2): ranked g2, g0, g1 -> its only match at rank 3 -> AP = 1/3
-    dist = np.array([[0.1, 0.2, 0.3], [0.2, 0.3, 0.1]])
-    m_ap, r1 = mean_average_precision(dist, np.array([1, 2]), np.array([1, 2, 1]))
-    assert m_ap == pytest.approx(((1 + 2 / 3) / 2 + 1 / 3) / 2)
-    assert r1 == pytest.approx(0.5)
 
 
 def test_report_and_contact_sheet(tiny_synth: Path, tmp_path: Path) -> None:
@@ -56,6 +55,7 @@ def test_report_and_contact_sheet(tiny_synth: Path, tmp_path: Path) -> None:
     numbers = calibration_report(out)
     assert 0 < numbers["colour_hist_mAP"] <= 1
     assert numbers["queries"] > 0
+    assert 0 < numbers["colour_hist_box_mAP"] <= 1
     assert json.loads((out / "calibration.json").read_text())["queries"] == numbers["queries"]
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width > 200

@@ -76,7 +76,9 @@ def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
 
     plan = plan_dataset(tiny_synth, preset="tiny", seed=0)
     renderer = Renderer(plan.vehicles, plan.cameras, (256, 256))
-    labels = {r.name: r for r in load_dataset(tiny_synth / "simulation")["train"]}
+    sim = load_dataset(tiny_synth / "simulation")
+    labels = {r.name: r for r in sim["train"]}
+    extras = sim.extra_attributes["train"]
     checked = 0
     for task in plan.tasks:
         path = Path(task.path)
@@ -90,6 +92,8 @@ def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
             spec.vehicle_id,
         )
         out = renderer.render(task.frame, mask=True)
+        labelled = float(extras[path.name]["orientation"])
+        assert _hue_distance(labelled, out.orientation) < 0.1  # label = rendered pose
         if out.mask.sum() < 300:  # mostly hidden (truncated or occluded)
             continue
         on_disk = Image.open(path)

@@ -7,6 +7,7 @@ that floor.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +32,13 @@ def colour_histogram_features(
     *,
     bins: tuple[int, int, int] = HIST_BINS,
     size: int = 64,
+    boxes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Joint HSV colour histograms of images (paths or records): (N, prod(bins)) float32.
 
-    Each image is resized to ``size``×``size``; the histogram is L1-normalised and square-rooted
-    (Hellinger), so the Euclidean distance between two features compares the distributions.
+    Each image (or its ``boxes[i]`` = (x1, y1, x2, y2) region, pixels) is resized to
+    ``size``×``size``; the histogram is L1-normalised and square-rooted (Hellinger), so the
+    Euclidean distance between two features compares the distributions.
     """
     n = len(images)
     pixels = np.empty((n, size, size, 3), dtype=np.uint8)
@@ -43,7 +46,9 @@ def colour_histogram_features(
         path = _path_of(item)
         try:
             with Image.open(path) as im:
-                pixels[i] = np.asarray(im.convert("RGB").resize((size, size)).convert("HSV"))
+                box = None if boxes is None else tuple(float(x) for x in boxes[i])
+                small = im.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
+                pixels[i] = np.asarray(small.convert("HSV"))
         except (OSError, ValueError) as err:
             raise DatasetError(f"{path}: cannot read image ({err}); check the file") from None
     hb, sb, vb = bins
@@ -58,46 +63,62 @@ def colour_histogram_features(
     return np.sqrt(hist).astype(np.float32)
 
 
-def mean_average_precision(
-    dist: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray
-) -> tuple[float, float]:
-    """(mAP, rank-1) over queries with at least one match; full ranking, no filtering.
-
-    dist: (Q, G); ids: (Q,), (G,).
-    """
-    order = np.argsort(dist, axis=1, kind="stable")
-    matches = gallery_ids[order] == query_ids[:, None]  # (Q, G)
-    n_rel = matches.sum(1)
-    valid = n_rel > 0
-    hits = np.cumsum(matches, axis=1)
-    ranks = np.arange(1, dist.shape[1] + 1)
-    ap = (matches * hits / ranks).sum(1)[valid] / n_rel[valid]
-    return float(ap.mean()), float(matches[valid, 0].mean())
-
-
-def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, float]:
-    """mAP and rank-1 of colour-histogram retrieval on a dataset's query → gallery split."""
+def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, float | str | int]:
+    """AIC mAP and rank-1 of colour-histogram retrieval on a dataset's query → gallery split:
+    on whole images, on the true vehicle boxes (when ``vehicle_boxes.csv`` exists), and the mAP
+    of the whole-image ranking against shuffled ids (chance)."""
     from vreid.datasets import load_dataset
+    from vreid.retrieval import evaluate
 
     ds = load_dataset(real_root)
     if not ds.has_ground_truth:
         raise DatasetError(f"{real_root}: query/gallery have no vehicle ids; cannot calibrate")
     q, g = ds["query"], ds["gallery"]
-    fq, fg = colour_histogram_features(q), colour_histogram_features(g)
-    dist = (fq**2).sum(1)[:, None] + (fg**2).sum(1)[None] - 2 * fq @ fg.T  # squared Euclidean
     qids = np.array([r.vehicle_id for r in q])
     gids = np.array([r.vehicle_id for r in g])
-    m_ap, r1 = mean_average_precision(dist, qids, gids)
-    # chance level: the same ranking with gallery ids shuffled
-    rng = np.random.default_rng(0)
-    chance, _ = mean_average_precision(dist, qids, rng.permutation(gids))
-    return {
-        "colour_hist_mAP": m_ap,
-        "colour_hist_rank1": r1,
-        "chance_mAP": chance,
+
+    def score(fq: np.ndarray, fg: np.ndarray, gallery_ids: np.ndarray) -> dict:
+        dist = (fq**2).sum(1)[:, None] + (fg**2).sum(1)[None] - 2 * fq @ fg.T
+        return evaluate(dist, qids, gallery_ids, protocol="aic", max_rank=100)
+
+    fq, fg = colour_histogram_features(q), colour_histogram_features(g)
+    whole = score(fq, fg, gids)
+    # chance level: the same ranking against gallery ids in a random order
+    chance = score(fq, fg, np.random.default_rng(0).permutation(gids))
+    result: dict[str, float | str | int] = {
+        "colour_hist_mAP": whole["mAP"],
+        "colour_hist_rank1": whole["rank1"],
+        "chance_mAP": chance["mAP"],
+        "protocol": "aic (AP over the top 100)",
         "queries": len(q),
         "gallery": len(g),
     }
+    boxes_file = Path(real_root) / "vehicle_boxes.csv"
+    if boxes_file.is_file():  # the same inside the true boxes: the vehicle's colours alone
+        box_of = _read_boxes(boxes_file)
+        bq = np.array([box_of[("query", r.name)] for r in q])
+        bg = np.array([box_of[("gallery", r.name)] for r in g])
+        fq, fg = colour_histogram_features(q, boxes=bq), colour_histogram_features(g, boxes=bg)
+        boxed = score(fq, fg, gids)
+        result["colour_hist_box_mAP"] = boxed["mAP"]
+        result["colour_hist_box_rank1"] = boxed["rank1"]
+    return result
+
+
+def _read_boxes(path: Path) -> dict[tuple[str, str], tuple[float, ...]]:
+    """``vehicle_boxes.csv`` as {(split, image name): (x1, y1, x2, y2)}."""
+    out = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                out[(row["split"], row["image_name"])] = tuple(
+                    float(row[k]) for k in ("x1", "y1", "x2", "y2")
+                )
+            except (KeyError, TypeError, ValueError):
+                raise DatasetError(
+                    f"{path}, line {line}: expected split,image_name,x1,y1,x2,y2"
+                ) from None
+    return out
 
 
 def contact_sheet(
@@ -149,7 +170,7 @@ def contact_sheet(
     return out
 
 
-def calibration_report(out: str | os.PathLike[str]) -> dict[str, float]:
+def calibration_report(out: str | os.PathLike[str]) -> dict[str, float | str | int]:
     """Calibrate a generated dataset ``out``: writes ``out/calibration.json`` and
     ``out/contact_sheet.png``; returns the numbers."""
     out = Path(out)

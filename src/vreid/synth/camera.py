@@ -164,6 +164,9 @@ def sample_camera(rng: np.random.Generator, camera_id: int, *, style: str = "rea
     distance = rng.uniform(10.0, 40.0) if sim else rng.uniform(14.0, 45.0)
     fov = np.deg2rad(rng.uniform(28, 60))
     focal = SENSOR[0] / 2 / np.tan(fov / 2)
+    # zoom no further than a 5 m car at the look-at point spanning 22% of the frame width, so
+    # the nearest, largest vehicles (buses, trucks) still fit in the frame
+    focal = min(focal, 0.22 * SENSOR[0] * float(np.hypot(distance, height)) / 5.0)
     overcast = rng.random() < 0.35
     dusk = (not sim) and rng.random() < 0.1
     warm = rng.uniform(-1, 1)

@@ -68,6 +68,8 @@ LOOSE_TRACKS = 0.15
 """Tracks cropped with loose random margins (25-60% of the box per side)."""
 TRUNCATED_FRAMES = 0.07
 """Frames whose crop window cuts 10-35% of the vehicle off."""
+TURNING_TRACKS = 0.15
+"""Tracks whose heading swings by 9-29 degrees (lane changes and turns)."""
 OCCLUDED_TRACKS = 0.12
 """Tracks with another vehicle (from a pool of distractors) passing in a neighbouring lane."""
 
@@ -137,8 +139,13 @@ def _plan_track(
     s = s + rng.normal(0, 0.15, n_frames)
     heading0 = cam.road_angle + (0.0 if direction > 0 else np.pi)
     drift = rng.normal(0, 0.04)
-    yaw = heading0 + drift * np.linspace(-1, 1, n_frames) + rng.normal(0, 0.01, n_frames)
+    ramp = np.linspace(-1, 1, n_frames)
+    yaw = heading0 + drift * ramp + rng.normal(0, 0.01, n_frames)
     lat = lateral + rng.normal(0, 0.15) + rng.normal(0, 0.05, n_frames)
+    if rng.random() < TURNING_TRACKS:  # a lane change or turn: the pose swings across the track
+        turn = rng.uniform(0.15, 0.5) * rng.choice([-1, 1])
+        yaw = yaw + turn * (ramp + 1) / 2
+        lat = lat + direction * turn * 2.0 * (ramp + 1) / 2
     loose = rng.random() < LOOSE_TRACKS
     base_margin = rng.uniform(0.25, 0.6) if loose else rng.uniform(0.02, 0.12)
     spread = 0.15 if loose else 0.03

@@ -277,6 +277,13 @@ def render_background(cam: CameraSpec) -> Image.Image:
         a, b = rng.uniform(0.5, 3), rng.uniform(0.3, 1.5)
         k = rng.uniform(0.75, 1.2)
         _fill(draw, cam, rect(s - a, s + a, lat - b, min(hw, lat + b)), asphalt_rgb * k)
+    # shadows of trees and buildings across the road
+    for _ in range(int(rng.integers(0, 5))):
+        s = rng.uniform(-50, 50)
+        a = rng.uniform(1.5, 8)
+        side = rng.choice([-1, 1])
+        reach = rng.uniform(0.3, 1.0) * 2 * hw
+        _fill(draw, cam, rect(s - a, s + a, side * hw, side * (hw - reach)), asphalt_rgb * 0.55)
     # lane markings: dashed lines between lanes, solid edges and centre line
     paint = np.array([225, 225, 215]) * rng.uniform(0.75, 1.0)
     yellow_centre = rng.random() < 0.5

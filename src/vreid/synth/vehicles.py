@@ -150,6 +150,11 @@ def sample_vehicle(
     for k in ("L", "hood", "roof", "rear"):
         plan[k] *= sl
     plan["wind"] *= rng.uniform(0.85, 1.15)
+    # the identity's own body plan: hood, rear window and nose/tail shapes vary independently
+    plan["hood"] *= rng.uniform(0.9, 1.1)
+    plan["rear"] *= rng.uniform(0.8, 1.2)
+    plan["nose"] *= rng.uniform(0.7, 1.3)
+    plan["tail"] *= rng.uniform(0.7, 1.3)
     plan["W"] *= sw
     for k in ("hb", "hr"):
         plan[k] *= sh
@@ -450,7 +455,8 @@ def build_mesh(spec: VehicleSpec) -> Mesh:
     _, sides, strips, quads = _prism(
         b,
         profile,
-        [hw] * 6,
+        # a slight shoulder: the top of the lower body is narrower than its skirt
+        [hw, hw, hw - 0.02, hw - 0.07, hw - 0.07, hw - 0.02],
         layer=0,
         side_rgb=body_rgb,
         strip_rgb=lower_rgb,
@@ -523,6 +529,16 @@ def build_mesh(spec: VehicleSpec) -> Mesh:
             ]
             b.decal(np.array([(x, y, z) for x, z in pts]), f, PAINT, m["rgb"])
         for ax in axles:
+            t_arch = np.linspace(0, np.pi, 8)
+            arch = np.stack(
+                [
+                    ax + 1.2 * r * np.cos(t_arch),
+                    np.full(8, y + sgn * 0.01),
+                    r + 1.2 * r * np.sin(t_arch),
+                ],
+                axis=1,
+            )
+            b.decal(arch, f, PAINT, (0.02, 0.02, 0.025))  # the wheel well
             b.decal(_circle(ax, r, y + sgn * 0.02, r * 1.08, 12), f, PAINT, (0.04, 0.04, 0.045))
             b.decal(_circle(ax, r, y + sgn * 0.03, r * 0.62, 10), f, PAINT, spec.rim_rgb)
             b.decal(_circle(ax, r, y + sgn * 0.04, r * 0.18, 6), f, PAINT, (0.2, 0.2, 0.22))

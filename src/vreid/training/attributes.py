@@ -70,10 +70,15 @@ class AttributeTrainResult:
 # data
 
 
-def _transforms(image_size: Sequence[int], *, train: bool) -> Callable:
+_LIGHT_AUGMENT = {"brightness": 0.0, "contrast": 0.0, "pca_p": 0.0, "erasing_p": 0.0}
+"""``attributes.augment=light``: keep the enlarge-and-crop and the flip, drop colour changes and erasing."""
+
+
+def _transforms(image_size: Sequence[int], *, train: bool, augment: str = "reid") -> Callable:
     from vreid.training.transforms import build_transforms
 
-    return build_transforms(tuple(image_size), train=train)
+    options = _LIGHT_AUGMENT if (train and augment == "light") else {}
+    return build_transforms(tuple(image_size), train=train, **options)
 
 
 def split_holdout(
@@ -162,7 +167,9 @@ def finetune_heads(
         raise DatasetError("attribute fine-tuning needs at least two labelled training images")
     recs = [records[i] for i in keep]
     target_t = {k: torch.from_numpy(v[keep]) for k, v in targets.items()}
-    data = ReidImageDataset(recs, _transforms(cfg.image_size, train=True), require_ids=False)
+    data = ReidImageDataset(
+        recs, _transforms(cfg.image_size, train=True, augment=cfg.augment), require_ids=False
+    )
     loader = DataLoader(
         data,
         batch_size=min(cfg.batch_size, len(recs)),
@@ -299,6 +306,8 @@ def classification_report(
 
     ``probs`` (N, C), ``targets`` (N,); rows whose target is :data:`IGNORE_INDEX` are left out.
     The confusion matrix has true classes as rows and predictions as columns.
+    ``balanced_accuracy`` is the mean per-class accuracy over the classes present;
+    ``balanced_chance`` (1 / classes present) is what any constant answer gets on it.
     ``majority_baseline`` is the accuracy of always answering the most frequent class of these
     images; ``uniform_chance`` is 1/C.
     """
@@ -320,6 +329,7 @@ def classification_report(
         "images": n,
         "accuracy": float(correct.sum() / n) if n else None,
         "balanced_accuracy": float(np.mean(present)) if present else None,
+        "balanced_chance": 1.0 / len(present) if present else None,
         "majority_baseline": float(support.max() / n) if n else None,
         "uniform_chance": 1.0 / c,
         "per_class_accuracy": per_class,
