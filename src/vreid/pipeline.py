@@ -723,9 +723,10 @@ def build_stages(config: Config) -> list[Stage]:
         )
     ]
     if pc.attributes:
-        stages.append(
-            Stage("attributes", stage_attributes, _section("attributes", "train"), ["data"])
-        )
+        attr_keys = ["attributes", "train.device", "train.num_workers", "train.batch_size_eval"]
+        if config.attributes.reid:  # step 1 takes its other settings from ``train``
+            attr_keys.append("train")
+        stages.append(Stage("attributes", stage_attributes, _section(*attr_keys), ["data"]))
     train_keys = _section("model", "train", "pipeline.pretrain_epochs", "pipeline.finetune")
     for m in dict.fromkeys(pc.models):
         stages.append(
