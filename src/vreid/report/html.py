@@ -253,8 +253,15 @@ def _attribute_section(run_dir: Path, out: Path) -> _Section | None:
     parts = []
     rows = []
     for head, ev in data.items():
-        rows.append([head, _pct(ev.get("accuracy")), str(ev.get("num_images", ""))])
-    parts.append(_table(["Head", "Accuracy (%)", "Images"], rows))
+        rows.append(
+            [
+                head,
+                _pct(ev.get("accuracy")),
+                _pct(ev.get("majority_baseline")),
+                str(ev.get("num_images", "")),
+            ]
+        )
+    parts.append(_table(["Head", "Accuracy (%)", "Majority class (%)", "Images"], rows))
     if any("source" in ev for ev in data.values()):
         src = {str(ev.get("source")) for ev in data.values()}
         parts.append(f'<p class="note">Evaluated on: {_esc(", ".join(sorted(src)))}.</p>')
@@ -298,9 +305,15 @@ def _stats_section(run_dir: Path) -> _Section | None:
 
 def _run_section(run_dir: Path) -> _Section:
     parts = []
-    manifests = (
-        sorted((run_dir / "manifests").glob("*.json")) if (run_dir / "manifests").is_dir() else []
-    )
+    manifests = [
+        m
+        for m in (
+            sorted((run_dir / "manifests").glob("*.json"))
+            if (run_dir / "manifests").is_dir()
+            else []
+        )
+        if not m.name.endswith(".started.json")  # markers of stages in progress
+    ]
     if manifests:
         rows = []
         infos = [_read_json(m) for m in manifests]
