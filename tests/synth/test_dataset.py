@@ -62,6 +62,8 @@ def test_queries_match_other_cameras_only(tiny_synth: Path) -> None:
         # the query's own (id, camera) track is not in the gallery, other cameras of it are
         assert q.camera not in gallery_cams[q.vehicle_id]
         assert gallery_cams[q.vehicle_id] - {q.camera}
+    # every test identity has queries and gallery images
+    assert {q.vehicle_id for q in ds["query"]} == set(gallery_cams)
     # every gallery track is one identity in one camera
     tracks = defaultdict(set)
     for r in ds["gallery"]:

@@ -13,6 +13,12 @@ def _track_codes(gallery_track_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
 
     ``None``, NaN and negative integers mean "no track".
     """
+    arr = np.asarray(gallery_track_ids)
+    if np.issubdtype(arr.dtype, np.integer):  # the usual case: vectorised
+        codes = np.full(arr.shape[0], -1, dtype=np.int64)
+        has = arr >= 0
+        codes[has] = np.unique(arr[has], return_inverse=True)[1]
+        return codes
     codes = np.full(len(gallery_track_ids), -1, dtype=np.int64)
     keys: dict[Any, int] = {}
     for j, t in enumerate(gallery_track_ids):

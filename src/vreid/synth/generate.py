@@ -474,9 +474,12 @@ def render_tasks(
         for res, seconds in map(_render_chunk, chunks):
             collect(res, seconds)
     else:
-        ctx = mp.get_context(
-            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        )
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            # workers fork from a server that has imported the renderer once
+            ctx.set_forkserver_preload(["vreid.synth.generate"])
+        else:
+            ctx = mp.get_context("spawn")
         with tempfile.TemporaryDirectory(prefix="vreid-synth-bg-") as bg_dir:
             used = sorted({t.frame.camera for t in plan.tasks})
             initargs = (plan.vehicles, plan.cameras, size, reference, bg_dir)
