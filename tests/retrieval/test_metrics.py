@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vreid.retrieval import evaluate
 
@@ -31,6 +33,8 @@ def brute_force(dist, qid, gid, qcam, gcam, protocol, max_rank):
         aps.append(sum(precisions) / n)
         inps.append(n / positions[-1])
         firsts.append(positions[0])
+    if not aps:
+        return None, [], None, 0, skipped
     cmc = [np.mean([f <= k for f in firsts]) for k in range(1, max_rank + 1)]
     return np.mean(aps), cmc, np.mean(inps), len(aps), skipped
 
@@ -96,3 +100,34 @@ def test_bad_input():
         evaluate(d, [1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="protocol"):
         evaluate(d, [1, 2], [1, 2, 3], protocol="market")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.data(),
+    q=st.integers(1, 6),
+    g=st.integers(1, 25),
+    levels=st.integers(1, 5),
+    protocol=st.sampled_from(["aic", "veri", "all"]),
+    max_rank=st.integers(1, 8),
+)
+def test_property_matches_brute_force(data, q, g, levels, protocol, max_rank):
+    """Small matrices with few distinct values (many ties) and few ids."""
+    dist = np.array(
+        data.draw(st.lists(st.integers(0, levels), min_size=q * g, max_size=q * g)), dtype=float
+    ).reshape(q, g)
+    qid = np.array(data.draw(st.lists(st.integers(0, 3), min_size=q, max_size=q)))
+    gid = np.array(data.draw(st.lists(st.integers(0, 3), min_size=g, max_size=g)))
+    qcam = np.array(data.draw(st.lists(st.integers(0, 1), min_size=q, max_size=q)))
+    gcam = np.array(data.draw(st.lists(st.integers(0, 1), min_size=g, max_size=g)))
+    expected = brute_force(dist, qid, gid, qcam, gcam, protocol, max_rank)
+    if expected[3] == 0:
+        with pytest.raises(ValueError, match="no query"):
+            evaluate(dist, qid, gid, qcam, gcam, protocol=protocol, max_rank=max_rank)
+        return
+    got = evaluate(dist, qid, gid, qcam, gcam, protocol=protocol, max_rank=max_rank)
+    m_ap, cmc, minp, valid, skipped = expected
+    assert (got["num_valid_queries"], got["num_skipped_queries"]) == (valid, skipped)
+    assert got["mAP"] == pytest.approx(m_ap, abs=1e-9)
+    assert got["cmc"] == pytest.approx(cmc, abs=1e-12)
+    assert got["mINP"] == pytest.approx(minp, abs=1e-9)

@@ -8,7 +8,6 @@ normalised distance), then the ensemble of the models, then track averaging.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,5 +181,5 @@ def rank_split(
             },
             "inputs": {"features": [str(d) for d in feature_dirs], "data": str(data_root)},
         }
-        result.files.append(write_json_atomic(out / "metrics.json", json.loads(json.dumps(record))))
+        result.files.append(write_json_atomic(out / "metrics.json", record))
     return result
