@@ -210,7 +210,7 @@ def test_mix_channels_with_odd_channel_count_uses_floor_half() -> None:
 
 def test_gradients_reach_gam_and_cbam() -> None:
     model = build_model("glamor", 4, backbone="resnet18").train()
-    x = torch.randn(4, 3, 64, 128)
+    x = torch.randn(4, 3, 32, 64)
     labels = torch.tensor([0, 1, 2, 3])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
@@ -302,3 +302,48 @@ def test_imagenet_weights_from_torch_hub_cache(tmp_path) -> None:
         assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
     finally:
         torch.hub.set_dir(old)
+
+
+# ------------------------------------------------------------------------------------------
+# model + losses together
+
+
+def test_glamor_fits_a_fixed_batch_with_reid_loss() -> None:
+    from vreid.training.losses import ReidLoss
+
+    model = build_model("glamor", 4, backbone="resnet18").train()
+    x = torch.randn(8, 3, 32, 64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    x = x + labels[:, None, None, None].float()  # identities are separable
+    loss_fn = ReidLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        out = model(x)
+        total, _ = loss_fn(out.features, out.logits, labels)
+        total.backward()
+        opt.step()
+        losses.append(total.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_channels_last_and_bf16_autocast() -> None:
+    from vreid.training.losses import ReidLoss
+
+    model = build_model("counter_glamor", 4, backbone="resnet18").eval()
+    x = torch.randn(2, 3, 32, 64)
+    with torch.no_grad():
+        contiguous = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        channels_last = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(channels_last, contiguous, rtol=1e-4, atol=1e-4)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 3, 32, 64))
+    assert out.features.dtype == torch.bfloat16
+    total, _ = ReidLoss()(out.features, out.logits, torch.tensor([0, 0, 1, 1]))
+    assert total.dtype == torch.float32
+    total.backward()
+    assert torch.isfinite(model.gam.conv1.weight.grad).all()
+    assert model.cbam.channel_gate.mlp[0].weight.grad.abs().sum() > 0

@@ -7,6 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
 from vreid.errors import ConfigError
@@ -125,3 +127,38 @@ def test_works_as_dataloader_sampler() -> None:
         assert set(counts.values()) == {4}
         n += 1
     assert n * 16 == len(sampler)
+
+
+def test_tensor_and_array_labels_group_by_value() -> None:
+    labels = uneven_labels(10)
+    reference = list(PKSampler(labels, 4, 2, seed=5))
+    assert list(PKSampler(torch.tensor(labels), 4, 2, seed=5)) == reference
+    assert list(PKSampler(np.asarray(labels), 4, 2, seed=5)) == reference
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=2, max_size=25),
+    p=st.integers(2, 6),
+    k=st.integers(1, 5),
+    world_size=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_sampler_properties(sizes: list[int], p: int, k: int, world_size: int, seed: int) -> None:
+    labels = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    if len(sizes) < p:
+        with pytest.raises(ConfigError):
+            PKSampler(labels, p, k)
+        return
+    samplers = [
+        PKSampler(labels, p, k, seed=seed, rank=r, world_size=world_size) for r in range(world_size)
+    ]
+    shares = [s.rank_batches() for s in samplers]
+    assert len({len(share) for share in shares}) == 1
+    assert len(shares[0]) >= 1
+    seen = set()
+    for share in shares:
+        for batch in share:
+            check_batch(batch, labels, p, k)
+            seen.update(labels[i] for i in batch)
+    assert seen == set(labels)

@@ -28,7 +28,7 @@ class PKSampler(Sampler[int]):
     """Yields dataset indices, ``p × k`` consecutive ones per batch (use ``batch_size = p * k``).
 
     Args:
-        labels: identity label of every dataset item (any hashable ids).
+        labels: identity label of every dataset item (hashable ids, or a 1-D tensor/array).
         p: identities per batch.
         k: images per identity per batch.
         seed: seed of the sampling plan (with the epoch set by :meth:`set_epoch`).
@@ -53,6 +53,8 @@ class PKSampler(Sampler[int]):
             raise ConfigError(f"train.p and train.k must be at least 1 (got p={p}, k={k})")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
+        if hasattr(labels, "tolist"):  # tensors and arrays: group by value, not by element object
+            labels = labels.tolist()
         groups: dict[Any, list[int]] = {}
         for index, label in enumerate(labels):
             groups.setdefault(label, []).append(index)
