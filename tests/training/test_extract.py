@@ -24,7 +24,7 @@ def extractor(trained_run) -> Extractor:
 
 
 def test_paths_pil_images_and_arrays_give_the_same_features(extractor, synth_real):
-    paths = [r.path for r in synth_real["query"][:5]]
+    paths = [r.path for r in synth_real["gallery"][:5]]
     from_paths = extractor(paths)
     pils = [Image.open(p).convert("RGB") for p in paths]
     from_pil = extractor(pils)

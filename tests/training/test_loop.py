@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,61 +14,71 @@ import torch
 
 from vreid.errors import CheckpointError, ConfigError, DatasetError
 from vreid.models import build_model
-from vreid.training.checkpoint import load_checkpoint
+from vreid.training.checkpoint import load_checkpoint, load_model
 from vreid.training.evaluation import evaluate_model
 from vreid.training.loop import train
 
 
-def _map_of(model, dataset, image_size) -> float:
+def _map_of(model, query, gallery, image_size) -> float:
+    """mAP with the VeRi protocol: a query's own camera is removed from its gallery."""
     result = evaluate_model(
-        model,
-        dataset["query"],
-        dataset["gallery"],
-        image_size=image_size,
-        device=torch.device("cpu"),
-        protocol="all",
+        model, query, gallery, image_size=image_size, device=torch.device("cpu"), protocol="veri"
     )
     return float(result["mAP"])
 
 
+def _seen_id_split(records):
+    """Query = the first image of each (vehicle, camera) pair of ``records``; gallery = the rest."""
+    seen, query, gallery = set(), [], []
+    for r in records:
+        key = (r.vehicle_id, r.camera)
+        (gallery if key in seen else query).append(r)
+        seen.add(key)
+    return query, gallery
+
+
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_config):
+    """24 steps from scratch: the loss falls and cross-camera retrieval of the training
+    identities improves (query = one image per vehicle and camera, its own camera excluded from
+    the gallery). The tiny preset's 8 training ids are too few for retrieval of unseen ids to
+    improve measurably in a test's budget; docs/readme/training.md quotes a demo-preset run."""
+    query, gallery = _seen_id_split(synth_real["train"])
+    seen_ids = replace(
+        synth_real, splits={"train": synth_real["train"], "query": query, "gallery": gallery}
+    )
     cfg = small_config(
         synth_real.root,
-        "model.image_size=[64,128]",
-        "train.epochs=4",
-        "train.max_iters_per_epoch=6",
+        "train.epochs=8",
+        "train.max_iters_per_epoch=3",
         "train.lr=1e-3",
         "train.eval_every=4",
-        "retrieval.protocol=all",
+        "retrieval.protocol=veri",
     )
+    size = tuple(cfg.model.image_size)
     torch.manual_seed(cfg.train.seed)  # the initial weights train() starts from
     n_ids = len({r.vehicle_id for r in synth_real["train"]})
     untrained = build_model("glamor", n_ids, backbone="resnet18")
-    map_before = _map_of(untrained, synth_real, (64, 128))
+    seen_before = _map_of(untrained, query, gallery, size)
 
-    result = train(cfg, tmp_path / "run", dataset=synth_real, progress=False)
+    result = train(cfg, tmp_path / "run", dataset=seen_ids, progress=False)
 
     losses = [h["loss"] for h in result.history]
-    assert losses[-1] < 0.8 * losses[0], losses
-    map_after = result.history[-1]["mAP"]
-    assert map_after > map_before + 0.05, (map_before, map_after)
-    assert result.best_map == pytest.approx(map_after)
-    assert result.best_checkpoint is not None
-    assert result.best_checkpoint.is_file()
-    # the recorded mAP is what the saved best checkpoint gives
-    from vreid.training.checkpoint import load_model
-
-    assert _map_of(load_model(result.best_checkpoint), synth_real, (64, 128)) == pytest.approx(
-        map_after, abs=1e-6
-    )
+    assert losses[-1] < 0.5 * losses[0], losses
+    seen_after = result.history[-1]["mAP"]
+    assert seen_after > seen_before + 0.1, (seen_before, seen_after)
+    assert [h["epoch"] for h in result.history if "mAP" in h] == [4, 8]
+    assert result.best_map == pytest.approx(max(h["mAP"] for h in result.history if "mAP" in h))
+    trained = load_model(result.last_checkpoint)
+    assert _map_of(trained, query, gallery, size) == pytest.approx(seen_after, abs=1e-6)
     history = json.loads((result.out_dir / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == list(range(1, 9))
     assert list((result.out_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert result.best_checkpoint == result.out_dir / "checkpoints" / "best.pt"
 
 
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, synth_real, small_config):
-    common = ("train.step_size=1", "train.checkpoint_every=1")
+    common = ("train.step_size=1", "train.checkpoint_every=1", "train.max_iters_per_epoch=1")
     whole = train(
         small_config(synth_real.root, "train.epochs=2", *common),
         tmp_path / "whole",
@@ -103,10 +114,23 @@ def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, synth_real,
 def test_a_run_directory_is_never_overwritten(tmp_path, trained_run, synth_real, small_config):
     before = trained_run.last_checkpoint.read_bytes()
     again = train(
-        small_config(synth_real.root), trained_run.out_dir, dataset=synth_real, progress=False
+        small_config(synth_real.root, "train.max_iters_per_epoch=1"),
+        trained_run.out_dir,
+        dataset=synth_real,
+        progress=False,
     )
     assert again.out_dir == trained_run.out_dir.with_name(trained_run.out_dir.name + "-2")
     assert trained_run.last_checkpoint.read_bytes() == before
+
+
+def test_bf16_autocast_on_cpu(tmp_path, synth_real, small_config):
+    cfg = small_config(synth_real.root, "train.amp=bf16", "train.max_iters_per_epoch=1")
+    result = train(cfg, tmp_path / "bf16", dataset=synth_real, progress=False)
+    loss = result.history[0]["loss"]
+    assert math.isfinite(loss)
+    assert loss > 0
+    weights = load_checkpoint(result.last_checkpoint)["model"]
+    assert weights["trunk.conv1.weight"].dtype == torch.float32  # autocast keeps fp32 masters
 
 
 def test_init_from_keeps_the_trunk_and_starts_a_fresh_classifier(
@@ -144,19 +168,20 @@ def test_init_from_a_checkpoint_of_another_architecture(
         )
 
 
-def test_resume_on_a_dataset_with_another_number_of_ids(tmp_path, synth_real, small_config):
-    first = train(small_config(synth_real.root), tmp_path / "r", dataset=synth_real, progress=False)
+def test_resume_on_a_dataset_with_another_number_of_ids(trained_run, synth_real, small_config):
+    before = trained_run.last_checkpoint.read_bytes()
     train_ids = sorted({r.vehicle_id for r in synth_real["train"]})
     subset = [r for r in synth_real["train"] if r.vehicle_id in train_ids[:5]]
     other = replace(synth_real, splits={**synth_real.splits, "train": subset})
     with pytest.raises(CheckpointError, match=r"identities, this dataset has 5.*--init-from"):
         train(
             small_config(other.root, "train.epochs=2"),
-            first.out_dir,
+            trained_run.out_dir,
             resume=True,
             dataset=other,
             progress=False,
         )
+    assert trained_run.last_checkpoint.read_bytes() == before
 
 
 def test_resume_without_a_run(tmp_path, synth_real, small_config):
@@ -173,7 +198,19 @@ def test_too_few_ids_for_a_pk_batch(tmp_path, synth_real, small_config):
             dataset=synth_real,
             progress=False,
         )
-    assert not (tmp_path / "pk" / "checkpoints").exists()
+    assert not (tmp_path / "pk").exists()  # checked before the run directory is made
+
+
+def test_an_unreadable_training_image_is_named(tmp_path, synth_real, small_config):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    records = [replace(r, path=broken) for r in synth_real["train"]]
+    bad = replace(synth_real, splits={**synth_real.splits, "train": records})
+    cfg = small_config(bad.root, "train.num_workers=1")  # the error comes from a worker process
+    with pytest.raises(DatasetError) as info:
+        train(cfg, tmp_path / "run", dataset=bad, progress=False)
+    assert str(info.value).startswith(f"{broken}: cannot read the image")
+    assert "Traceback" not in str(info.value)
 
 
 def test_missing_data_root(tmp_path, small_config):
@@ -185,6 +222,7 @@ def test_missing_data_root(tmp_path, small_config):
 def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     out = tmp_path / "ddp"
     sets = [*small_overrides, f"data.root={tiny_synth / 'real'}", "train.epochs=2"]
+    sets += ["train.eval_every=1"]  # rank 0 evaluates while the other waits
     cmd = [
         sys.executable,
         "-m",
@@ -211,5 +249,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     history = ckpt["history"]
     assert all(h["loss"] == h["loss"] and h["loss"] > 0 for h in history)  # finite, positive
-    assert [h["iterations"] for h in history] == [2, 2]  # steps per rank (max_iters_per_epoch)
+    # each rank ran its share of the PK batches, at most max_iters_per_epoch=2
+    assert all(1 <= h["iterations"] <= 2 for h in history), history
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert all(0 <= h["mAP"] <= 1 for h in history)
+    assert (out / "checkpoints" / "best.pt").is_file()

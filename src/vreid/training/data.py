@@ -6,8 +6,9 @@ the classifier's rows follow the ids in increasing order.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,28 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from vreid.datasets.records import ImageRecord
-from vreid.errors import DatasetError
+from vreid.errors import DatasetError, VreidError
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Re-raise a :class:`VreidError` from a DataLoader worker with its own one-line message.
+
+    DataLoader re-raises a worker's exception with the worker's traceback in the message; the
+    user should see what is wrong (e.g. which image is unreadable), not the traceback.
+    """
+    try:
+        yield
+    except VreidError as err:
+        text = str(err)
+        if "Original Traceback" not in text:
+            raise
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        for prefix in (f"{type(err).__module__}.{type(err).__name__}: ", f"{type(err).__name__}: "):
+            if last.startswith(prefix):
+                last = last[len(prefix) :]
+                break
+        raise type(err)(last) from None
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:

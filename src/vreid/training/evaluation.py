@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vreid.datasets.records import ImageRecord
+from vreid.training.data import worker_errors
 
 
 def progress_bar(*, disable: bool = False, transient: bool = False) -> Any:
@@ -71,7 +72,7 @@ def extract_features(
         device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     )
     try:
-        with progress_bar(disable=not progress, transient=transient) as bar:
+        with worker_errors(), progress_bar(disable=not progress, transient=transient) as bar:
             task = bar.add_task(description, total=total, info="")
             for batch in loader:
                 images = batch[0] if isinstance(batch, list | tuple) else batch

@@ -47,7 +47,7 @@ from vreid.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from vreid.training.data import ReidImageDataset, label_map
+from vreid.training.data import ReidImageDataset, label_map, worker_errors
 
 log = logging.getLogger("vreid.training")
 
@@ -211,7 +211,9 @@ def _make_train_loader(
 def _train_transform(config: Config) -> Any:
     from vreid.training.transforms import build_transforms
 
-    return build_transforms(tuple(config.model.image_size), train=True)
+    return build_transforms(
+        tuple(config.model.image_size), train=True, **config.train.augment.model_dump()
+    )
 
 
 def _epoch_iterations(loader: DataLoader, config: Config, ddp: _Dist, device: torch.device) -> int:
@@ -297,6 +299,26 @@ def _train(
 
                 Console(stderr=True).print(msg, highlight=False, markup=False)
 
+    # -- data ---------------------------------------------------------------------------------
+    data = _load_training_dataset(config, dataset)
+    source = str(data.root)
+    train_records = data.splits.get("train") or []
+    if not train_records:
+        raise DatasetError(f"{source}: no training split (train images) to train on")
+    id_to_label = label_map(train_records, source=source)
+    vehicle_ids = sorted(id_to_label)
+    num_classes = len(vehicle_ids)
+    _check_pk(num_classes, config, ddp, source)
+    train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
+    loader, sampler = _make_train_loader(train_set, config, ddp, device)
+    can_eval = tc.eval_every > 0 and data.has_ground_truth
+
+    wanted_arch = arch_from_config(config.model, num_classes)
+    init_state: dict[str, Any] | None = None
+    if init_from is not None:
+        init_state = load_checkpoint(init_from)
+        check_arch(init_state["arch"], wanted_arch, init_from, check_classes=False)
+
     # -- run directory (rank 0 decides) -----------------------------------------------------
     ckpt_dir_name = "checkpoints"
     resume_state: dict[str, Any] | None = None
@@ -317,23 +339,8 @@ def _train(
         out_dir = Path(_broadcast(str(out_dir), ddp))
     ckpt_dir = out_dir / ckpt_dir_name
 
-    # -- data ---------------------------------------------------------------------------------
-    data = _load_training_dataset(config, dataset)
-    source = str(data.root)
-    train_records = data.splits.get("train") or []
-    if not train_records:
-        raise DatasetError(f"{source}: no training split (train images) to train on")
-    id_to_label = label_map(train_records, source=source)
-    vehicle_ids = sorted(id_to_label)
-    num_classes = len(vehicle_ids)
-    _check_pk(num_classes, config, ddp, source)
-    train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
-    loader, sampler = _make_train_loader(train_set, config, ddp, device)
-    can_eval = tc.eval_every > 0 and data.has_ground_truth
-
     # -- model ----------------------------------------------------------------------------------
     torch.manual_seed(tc.seed)
-    wanted_arch = arch_from_config(config.model, num_classes)
     if resume_state is not None:
         check_arch(
             resume_state["arch"],
@@ -349,9 +356,7 @@ def _train(
             )
         model = build_from_arch(wanted_arch)
         load_state_dict_checked(model, resume_state["model"], ckpt_dir / "last.pt")
-    elif init_from is not None:
-        init_state = load_checkpoint(init_from)
-        check_arch(init_state["arch"], wanted_arch, init_from, check_classes=False)
+    elif init_state is not None:
         model = build_from_arch(dict(wanted_arch, num_classes=init_state["arch"]["num_classes"]))
         load_state_dict_checked(model, init_state["model"], init_from)
         model.reset_classifier(num_classes)
@@ -367,6 +372,8 @@ def _train(
         if getattr(model, "weights_message", None):
             say(model.weights_message)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
     bare_model = model
@@ -512,7 +519,7 @@ def _train(
         out_dir=out_dir,
         last_checkpoint=ckpt_dir / "last.pt",
         best_checkpoint=best_path,
-        epochs=max(start_epoch, tc.epochs) if history else start_epoch,
+        epochs=max(start_epoch, tc.epochs),
         history=history,
         best_map=best_map,
     )
@@ -546,7 +553,7 @@ def _run_epoch(
         device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     )
     start = time.perf_counter()
-    with progress_bar(disable=not show) as bar:
+    with worker_errors(), progress_bar(disable=not show) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_iters, info="")
         it = iter(loader)
         for i in range(n_iters):
@@ -558,18 +565,18 @@ def _run_epoch(
             with autocast:
                 out = model(images)
             total, parts = criterion(out.features.float(), out.logits.float(), labels)
-            if not torch.isfinite(total):
+            # one device→host copy per step: the three numbers for logging and the NaN check
+            values = torch.stack([total.detach(), parts["triplet"], parts["ce"]]).double().cpu()
+            if not math.isfinite(values[0].item()):
                 raise VreidError(
-                    f"the loss became {total.item()} at epoch {epoch + 1}, iteration {i + 1}; "
+                    f"the loss became {values[0].item()} at epoch {epoch + 1}, iteration {i + 1}; "
                     "lower train.lr or switch train.amp off"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
-            step_losses = torch.tensor(
-                [total.item(), float(parts["triplet"]), float(parts["ce"])], dtype=torch.float64
-            )
+            step_losses = values
             sums += step_losses
             images_seen += images.shape[0]
             if writer is not None:
