@@ -299,6 +299,10 @@ def train_detector_command(
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop after this many minutes and save.")
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Detector input size (shorter side); default: torchvision's."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
@@ -317,6 +321,7 @@ def train_detector_command(
         device=device,
         max_images=max_images,
         max_minutes=max_minutes,
+        image_size=image_size,
         workers=workers,
         seed=seed,
         overwrite=overwrite,

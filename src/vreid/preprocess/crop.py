@@ -50,7 +50,12 @@ from rich.progress import (
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.errors import ConfigError, DatasetError
-from vreid.preprocess.detectors import LoadedDetector, load_detector, resolve_device
+from vreid.preprocess.detectors import (
+    LoadedDetector,
+    detector_spec,
+    load_detector,
+    resolve_device,
+)
 from vreid.preprocess.select import Selection, flatten_detections, select_boxes
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -201,7 +206,9 @@ def _walk(root: Path) -> list[Path]:
     return files
 
 
-def _check_roots(src: Path, dst: Path) -> tuple[Path, Path]:
+def _check_roots(src: Path, dst: Path, detector: str | None) -> tuple[Path, Path]:
+    if detector is not None:
+        detector_spec(detector)  # fail on a misspelt name before reading anything
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")
     src_r, dst_r = src.resolve(), dst.resolve()
@@ -258,15 +265,17 @@ def _read_box_file(path: Path) -> dict[str, CropBox]:
     boxes: dict[str, CropBox] = {}
     if not path.is_file():
         return boxes
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.reader(fh):
-            if not row or row[0] == "image":
-                continue
-            try:
-                box = CropBox.from_row(row)
-            except ValueError:
-                continue
-            boxes[box.image] = box
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    lines = lines[:-1]  # after the last newline: empty, or a line whose writing was cut off
+    for row in csv.reader(lines):
+        if not row or row[0] == "image":
+            continue
+        try:
+            box = CropBox.from_row(row)
+        except ValueError:
+            continue
+        boxes[box.image] = box
     return boxes
 
 
@@ -331,7 +340,7 @@ def _crop_images(
     journal_path = dst / JOURNAL_FILE
     with bar, journal_path.open("a", newline="", encoding="utf-8") as journal:
         task = bar.add_task("crop", total=len(todo), rate="")
-        writer = csv.writer(journal)
+        writer = csv.writer(journal, lineterminator="\n")
         processed = 0
         for batch in loader:
             for index, item in batch:
@@ -466,7 +475,6 @@ def _translate_true_boxes(
 
 
 def _finish(
-    src: Path,
     dst: Path,
     images: Sequence[str],
     boxes: dict[str, CropBox],
@@ -538,7 +546,7 @@ def _run(
         copied_files=copied,
         seconds=seconds,
     )
-    return _finish(src, dst, images, boxes, report)
+    return _finish(dst, images, boxes, report)
 
 
 def crop_folder(
@@ -557,7 +565,7 @@ def crop_folder(
 ) -> CropReport:
     """Crop every image under the folder ``src`` (recursively) into ``dst``, same relative paths;
     other files are copied. See :func:`crop_dataset` for the arguments."""
-    src_root, dst_root = _check_roots(Path(src), Path(dst))
+    src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
     files = _walk(src_root)
     images = [_relative(p, src_root) for p in files if _is_image(p)]
     others = [
@@ -621,7 +629,7 @@ def crop_dataset(
     """
     from vreid.datasets import load_dataset
 
-    src_root, dst_root = _check_roots(Path(src), Path(dst))
+    src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
     dataset = load_dataset(src_root, format)
     images: list[str] = []
     seen: set[str] = set()

@@ -97,7 +97,9 @@ def detector_names() -> list[str]:
     return sorted(DETECTORS)
 
 
-def _spec(name: str) -> DetectorSpec:
+def detector_spec(name: str) -> DetectorSpec:
+    """The :class:`DetectorSpec` of ``name``; an unknown name raises :class:`ConfigError` listing
+    the known ones."""
     try:
         return DETECTORS[name]
     except KeyError:
@@ -112,13 +114,13 @@ def build_detector(name: str, num_classes: int = 91, **options: Any) -> nn.Modul
 
     ``num_classes`` counts the background (COCO: 91; ``vreid train-detector``: 2).
     """
-    spec = _spec(name)
+    spec = detector_spec(name)
     return spec.builder(weights=None, weights_backbone=None, num_classes=num_classes, **options)
 
 
 def coco_cache_path(name: str) -> Path:
     """Where torchvision keeps the COCO weights of detector ``name`` (whether or not it is there)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / _spec(name).coco_file_name
+    return Path(torch.hub.get_dir()) / "checkpoints" / detector_spec(name).coco_file_name
 
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.pth?$")
@@ -204,7 +206,7 @@ def _read_weights_file(path: Path) -> Any:
 
 
 def _missing_weights_message(name: str) -> str:
-    spec = _spec(name)
+    spec = detector_spec(name)
     return (
         f"no weights for detector {name!r}: this machine has no torchvision COCO weights and vreid "
         f"never downloads. Either place torchvision's file {spec.coco_file_name} "
@@ -230,9 +232,11 @@ def load_detector(
     ``fasterrcnn_mobilenet_v3_large_fpn`` otherwise. A checkpoint made for another architecture
     than an explicitly given ``name`` is refused.
     """
+    if name is not None:
+        detector_spec(name)  # unknown names fail first, whatever the weights
     if weights is None:
         name = name or "fasterrcnn_mobilenet_v3_large_fpn"
-        spec = _spec(name)
+        spec = detector_spec(name)
         path = coco_cache_path(name)
         if not path.is_file():
             raise WeightsError(_missing_weights_message(name))
@@ -272,7 +276,7 @@ def _from_coco_state(
     device: str | torch.device,
     source: str,
 ) -> LoadedDetector:
-    spec = _spec(name)
+    spec = detector_spec(name)
     categories = spec.coco_categories
     model = build_detector(name, num_classes=len(categories))
     _load_state(model, state, path, name)
