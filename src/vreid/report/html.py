@@ -39,10 +39,12 @@ TABLE_ROWS: list[tuple[str, str]] = [
     ("resnext101_32x8d", "ResNeXt101 32×8d"),
     ("glamor", "GLAMOR"),
     ("counter_glamor", "Counter GLAMOR"),
-    ("ensemble", "Ensemble (GLAMOR + Counter GLAMOR)"),
+    ("ensemble", "Ensemble (pipeline.ensemble, 1:1)"),
     ("ensemble+rerank", "+ re-ranking"),
     ("ensemble+rerank+metadata", "+ metadata"),
     ("ensemble+rerank+metadata+tracks", "+ track averaging"),
+    ("ensemble+rerank+tracks", "+ track averaging (no metadata)"),
+    ("ensemble+tracks", "Ensemble + track averaging"),
 ]
 # Preferred row for the rank lists: the last of these that has a distance matrix.
 RANKLIST_ROWS = [
