@@ -889,6 +889,7 @@ def run_pipeline(
     save_config(config, run_dir / "config.yaml")
     write_json_atomic(run_dir / "versions.json", _versions())
     stages = build_stages(config)
+    write_json_atomic(run_dir / "stages.json", [s.name for s in stages])
     start_at = resolve_from_stage(stages, from_stage) if from_stage else len(stages)
     ctx = RunContext(config, run_dir, progress=progress)
     ran, skipped = [], []

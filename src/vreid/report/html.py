@@ -316,6 +316,10 @@ def _run_section(run_dir: Path) -> _Section:
         )
         if not m.name.endswith(".started.json")  # markers of stages in progress
     ]
+    current = run_dir / "stages.json"  # the stages of the run's present config
+    if current.is_file():
+        wanted = set(_read_json(current))
+        manifests = [m for m in manifests if m.stem in wanted]
     if manifests:
         rows = []
         infos = [_read_json(m) for m in manifests]
