@@ -303,6 +303,10 @@ def train_detector_command(
         int | None,
         typer.Option(help="Detector input size (shorter side); default: torchvision's."),
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this train-detector checkpoint (train longer, adapt)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
@@ -322,6 +326,7 @@ def train_detector_command(
         max_images=max_images,
         max_minutes=max_minutes,
         image_size=image_size,
+        init_from=init_from,
         workers=workers,
         seed=seed,
         overwrite=overwrite,

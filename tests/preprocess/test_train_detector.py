@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from vreid.errors import ConfigError, DatasetError, VreidError
+from vreid.errors import ConfigError, DatasetError, VreidError, WeightsError
 from vreid.preprocess import build_detector, crop_folder, load_detector, train_detector
 from vreid.preprocess.train_detector import read_true_boxes
 
@@ -95,6 +95,22 @@ def test_train_a_few_steps_then_crop_with_it(tiny_synth, tmp_path):
 
     with pytest.raises(VreidError, match="already exists"):
         train_detector(tiny_synth / "real", out, epochs=1, device="cpu", progress=False)
+
+    # train on from it: same input size, starts from its weights
+    more = train_detector(
+        tiny_synth / "real", tmp_path / "more.pt", detector=ARCH, epochs=1, batch_size=2,
+        max_images=2, lr=1e-9, init_from=out, held_out_splits=(), device="cpu", progress=False,
+    )  # fmt: skip
+    again = torch.load(more.checkpoint, weights_only=True)
+    assert again["arch"]["options"] == {"min_size": 96, "max_size": 192}
+    assert again["config"]["init_from"] == str(out)
+    conv = "backbone.body.0.0.weight"
+    assert torch.allclose(again["model"][conv], ckpt["model"][conv], atol=1e-6)
+    with pytest.raises(WeightsError, match="trained for detector"):
+        train_detector(
+            tiny_synth / "real", tmp_path / "x.pt", detector="fasterrcnn_mobilenet_v3_large_fpn",
+            init_from=out, device="cpu", progress=False,
+        )  # fmt: skip
 
 
 def test_train_detector_bad_arguments(tiny_synth, tmp_path):

@@ -183,6 +183,7 @@ def train_detector(
     max_images: int | None = None,
     max_minutes: float | None = None,
     image_size: int | None = None,
+    init_from: str | os.PathLike[str] | None = None,
     workers: int = 0,
     seed: int = 0,
     overwrite: bool = False,
@@ -196,7 +197,8 @@ def train_detector(
     crosses it and saves what was learnt); random horizontal flips. ``max_images`` caps the
     training images (first ones in file order). ``image_size`` sets the detector's
     input resolution (shorter side, ``min_size``; longer side at most twice that) for training and
-    later cropping; ``None`` keeps torchvision's (320 for the ``_320_`` variant, else 800). Smaller is
+    later cropping; ``init_from`` starts from the weights (and input size) of an earlier
+    ``train-detector`` checkpoint of the same architecture instead of random ones; ``None`` keeps torchvision's (320 for the ``_320_`` variant, else 800). Smaller is
     faster; our synthetic 256×256 images need no more than 256. After training, the mean IoU of the
     chosen box (selection rule of :mod:`vreid.preprocess.select`, no margin) with the true box is
     measured on ``held_out_splits`` when the file has them.
@@ -221,12 +223,23 @@ def train_detector(
         if image_size < 32:
             raise ConfigError(f"image_size {image_size}: need at least 32 pixels")
         options = {"min_size": int(image_size), "max_size": 2 * int(image_size)}
+    start_state = None
+    if init_from is not None:
+        from vreid.preprocess.detectors import load_detector
+
+        initial = load_detector(detector, init_from)
+        start_state = initial.model.state_dict()
+        if image_size is None:
+            options = {k: v for k, v in initial.options.items() if k in ("min_size", "max_size")}
     model = build_detector(
         detector,
         num_classes=len(VEHICLE_CATEGORIES),
         **options,
         **(_FAST_TWO_STAGE if two_stage else {}),
-    ).to(dev)
+    )
+    if start_state is not None:
+        model.load_state_dict(start_state)
+    model = model.to(dev)
     loader = torch.utils.data.DataLoader(
         _BoxDataset(train_items, train=True, masks=detector.startswith("maskrcnn"), seed=seed),
         batch_size=batch_size,
@@ -327,6 +340,7 @@ def train_detector(
             "weight_decay": weight_decay,
             "max_minutes": max_minutes,
             "image_size": image_size,
+            "init_from": None if init_from is None else str(init_from),
             "seed": seed,
         },
         options=options,
