@@ -584,6 +584,104 @@ def submission_check_cmd(
 
 # ============================================================================================
 # pipeline / demo / report (issue 8)
+config_app = typer.Typer(help="The built-in config presets.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _print_results(metrics: dict | None, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from vreid.report.html import results_table_rows
+
+    out = Console()
+    if not metrics:
+        out.print(f"no metrics (the query/gallery split has no ground truth); run in {run_dir}")
+        return
+    table = Table(title=f"Results ({run_dir})")
+    for col in ("Method", "mAP@100", "mAP full", "R1", "R5", "R10", "mINP"):
+        table.add_column(col, justify="left" if col == "Method" else "right")
+    for _, label, values in results_table_rows(metrics):
+        table.add_row(label, *values)
+    out.print(table)
+    index = run_dir / "report" / "index.html"
+    if index.is_file():
+        out.print(f"report: {index}")
+
+
+@app.command("pipeline")
+def pipeline_cmd(
+    config: Annotated[
+        str, typer.Argument(help="YAML config file or preset name (demo, tiny, aic20, veri776).")
+    ],
+    from_stage: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Re-run from this stage (data, attributes, train, extract, "
+            "distances, metadata, rerank, tracks, metrics, submission, report).",
+        ),
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Run directory (default: runs/<pipeline.name>)."),
+    ] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run every stage; stages whose artefacts are up to date are skipped, an interrupted run resumes."""
+    from vreid.config import load_config
+    from vreid.pipeline import resolve_config, run_pipeline
+
+    cfg = load_config(resolve_config(config), set_ or [])
+    run_dir = run_dir or Path("runs") / cfg.pipeline.name
+    result = run_pipeline(cfg, run_dir, from_stage=from_stage, progress=not quiet)
+    _print_results(result["metrics"], run_dir)
+
+
+@app.command("demo")
+def demo_cmd(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Run directory.")] = Path("runs/demo"),
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """The demo: synthetic data (generated into data/demo when absent), both GLAMORs, the report."""
+    from vreid.config import load_config
+    from vreid.pipeline import resolve_config, run_pipeline
+
+    cfg = load_config(resolve_config("demo"), set_ or [])
+    result = run_pipeline(cfg, run_dir, progress=not quiet)
+    _print_results(result["metrics"], run_dir)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of `vreid pipeline`.")],
+) -> None:
+    """(Re)build RUN_DIR/report/index.html from the run's artefacts."""
+    from vreid.report import build_report
+
+    typer.echo(str(build_report(run_dir)))
+
+
+@config_app.command("show")
+def config_show_cmd(
+    name: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
+    set_: SetOpt = None,
+) -> None:
+    """Print a preset (or file) resolved with the defaults and --set overrides."""
+    from vreid.config import config_to_yaml, load_config
+    from vreid.pipeline import resolve_config
+
+    typer.echo(config_to_yaml(load_config(resolve_config(name), set_ or [])), nl=False)
+
+
+@config_app.command("list")
+def config_list_cmd() -> None:
+    """List the built-in presets."""
+    from vreid.pipeline import list_presets
+
+    for name, path in list_presets().items():
+        typer.echo(f"{name}\t{path}")
 
 
 # ============================================================================================

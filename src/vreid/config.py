@@ -280,7 +280,31 @@ class PipelineConfig(Section):
     name: str = "run"
     """Run name: the run directory is ``runs/<name>``."""
     models: list[str] = ["glamor", "counter_glamor"]
-    """Embedding models trained and ensembled (paper: GLAMOR and Counter GLAMOR)."""
+    """Embedding models trained, each a row of the results table (add resnet50 /
+    resnext101_32x8d for the paper's baselines)."""
+    ensemble: list[str] = ["glamor", "counter_glamor"]
+    """Models whose distance matrices are averaged (paper: GLAMOR and Counter GLAMOR); only those
+    also listed in ``models`` are used."""
+    ensemble_weights: list[float] | None = None
+    """Weights of the ensemble members, in ``ensemble`` order; ``None``: 1:1 (paper)."""
+    pretrain: bool = True
+    """Pre-train each model on synthetic data (``data.sim_root``, or the generated simulation split
+    when ``data.root`` is null) before fine-tuning on the real training split (paper: yes)."""
+    pretrain_epochs: int | None = Field(None, ge=1)
+    """Epochs of synthetic pre-training; ``None``: ``train.epochs``."""
+    finetune: bool = True
+    """Fine-tune on the real training split (from the pre-trained checkpoint when there is one)."""
+    attributes: bool = True
+    """Train the colour/type model and use its features as re-ranking metadata."""
+    untrained_baseline: bool = True
+    """Add a row for the first ensemble model with random weights (what training buys)."""
+    colour_histogram_baseline: bool = True
+    """Add a row for HSV colour-histogram retrieval (the floor of the table)."""
+    synth_dir: Path | None = None
+    """Where the built-in synthetic data is generated (reused when present) when ``data.root`` is
+    null; ``None``: ``<run_dir>/synth``."""
+    device: str = "auto"
+    """Device of feature extraction and cropping: auto, cpu, cuda, cuda:N."""
 
 
 class Config(Section):

@@ -1,0 +1,202 @@
+"""The pipeline end to end on the tiny preset: artefacts, caching, --from, and its report."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vreid.config import load_config
+from vreid.errors import ConfigError
+from vreid.pipeline import list_presets, resolve_config, run_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE_KEYS = [
+    "colour_histogram",
+    "untrained",
+    "glamor",
+    "counter_glamor",
+    "ensemble",
+    "ensemble+rerank",
+    "ensemble+rerank+metadata",
+    "ensemble+rerank+metadata+tracks",
+]
+
+
+def test_repo_presets_are_the_packaged_ones():
+    """configs/*.yaml at the repo root are byte-identical copies of src/vreid/configs/*.yaml."""
+    packaged = list_presets()
+    assert {"demo", "tiny", "aic20", "veri776"} <= set(packaged)
+    for name, path in packaged.items():
+        copy = REPO / "configs" / f"{name}.yaml"
+        assert copy.is_file(), f"configs/{name}.yaml missing: copy it from {path}"
+        assert copy.read_bytes() == path.read_bytes(), f"configs/{name}.yaml differs from {path}"
+        cfg = load_config(path)  # every preset validates
+        assert cfg.pipeline.name == name
+    with pytest.raises(ConfigError, match="presets: "):
+        resolve_config("no-such-preset")
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.rows: list[list[str]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    cfg = load_config(
+        resolve_config("tiny"),
+        [f"data.root={tiny_synth / 'real'}", f"data.sim_root={tiny_synth / 'simulation'}"],
+    )
+    first = run_pipeline(cfg, run_dir, progress=False)
+    return cfg, run_dir, first
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_writes_every_artefact(tiny_run):
+    _, run_dir, first = tiny_run
+    assert first["skipped"] == []
+    stages = [
+        "data",
+        "attributes",
+        "train-glamor",
+        "train-counter_glamor",
+        "extract",
+        "distances",
+        "metadata",
+        "rerank",
+        "tracks",
+        "metrics",
+        "submission",
+        "report",
+    ]
+    assert first["ran"] == stages
+    for stage in stages:
+        manifest = json.loads((run_dir / "manifests" / f"{stage}.json").read_text())
+        assert manifest["stage"] == stage
+        for rel in manifest["outputs"]:
+            assert (run_dir / rel).is_file(), rel
+    records = json.loads((run_dir / "records.json").read_text())
+    n_q, n_g = len(records["query"]), len(records["gallery"])
+    for model in ("glamor", "counter_glamor"):
+        for phase in ("pretrain", "finetune"):
+            assert (run_dir / "models" / model / phase / "checkpoints" / "last.pt").is_file()
+        q = np.load(run_dir / "features" / model / "query.npy")
+        assert q.shape[0] == n_q
+    for head in ("color", "type"):
+        assert np.load(run_dir / "attributes" / "features" / head / "gallery.npy").shape[0] == n_g
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics) == TABLE_KEYS
+    for key, m in metrics.items():
+        assert 0.0 <= m["mAP"] <= 1.0, key
+        assert 0.0 <= m["full"]["mAP"] <= 1.0, key
+        assert len(m["cmc"]) == 100
+        assert m["cmc"][min(100, n_g) - 1] == pytest.approx(1.0), key  # every match within g
+        assert np.all(np.diff(m["cmc"]) >= 0), key
+        d = np.load(run_dir / "distances" / f"{key}.npy")
+        assert d.shape == (n_q, n_g)
+    # track averaging: every gallery image of a track has the same distance to a query
+    d = np.load(run_dir / "distances" / "ensemble+rerank+metadata+tracks.npy")
+    tracks = np.array([r["track"] for r in records["gallery"]])
+    for t in np.unique(tracks)[:5]:
+        cols = d[:, tracks == t]
+        np.testing.assert_allclose(cols, cols[:, :1].repeat(cols.shape[1], 1), rtol=1e-5)
+
+    lines = (run_dir / "track2.txt").read_text().splitlines()
+    assert len(lines) == n_q
+    top = min(100, n_g)
+    for i, line in enumerate(lines):
+        idx = [int(x) for x in line.split()]
+        assert len(idx) == top
+        assert len(set(idx)) == top
+        assert all(1 <= x <= n_g for x in idx)
+        # nearest first: the listed distances never decrease
+        assert np.all(np.diff(d[i, np.array(idx) - 1]) >= -1e-6)
+
+
+@pytest.mark.slow
+def test_tiny_report_table_and_images(tiny_run):
+    _, run_dir, _ = tiny_run
+    index = run_dir / "report" / "index.html"
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = {row[0]: row[1:] for row in parser.rows if len(row) == 7}
+    assert table["GLAMOR"][0] == f"{100 * metrics['glamor']['mAP']:.1f}"
+    assert table["+ track averaging"][2] == (
+        f"{100 * metrics['ensemble+rerank+metadata+tracks']['cmc'][0]:.1f}"
+    )
+    assert len(parser.srcs) >= 5
+    for src in parser.srcs:
+        assert (index.parent / src).is_file(), src
+    assert "ranklist_best.png" in parser.srcs
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_caches_and_reruns_from_a_stage(tiny_run):
+    cfg, run_dir, _ = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "distances").glob("*.npy")}
+    again = run_pipeline(cfg, run_dir, progress=False)
+    assert again["ran"] == []
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    rerun = run_pipeline(cfg, run_dir, from_stage="rerank", progress=False)
+    assert rerun["ran"] == ["rerank", "tracks", "metrics", "submission", "report"]
+    assert "extract" in rerun["skipped"]
+
+    # a changed re-ranking key re-runs re-ranking and what follows, not the training
+    changed = cfg.model_copy(deep=True)
+    changed.retrieval.k1 = cfg.retrieval.k1 + 1
+    third = run_pipeline(changed, run_dir, progress=False)
+    assert "train-glamor" in third["skipped"]
+    assert "rerank" in third["ran"]
+    assert "metrics" in third["ran"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["retrieval"]["k1"] == cfg.retrieval.k1 + 1
+
+    with pytest.raises(ConfigError, match="unknown stage"):
+        run_pipeline(cfg, run_dir, from_stage="nope", progress=False)
+
+
+@pytest.mark.slow
+def test_interrupted_stage_runs_again(tiny_run):
+    """A stage without a manifest (killed before it finished) runs again; identical outputs leave
+    the downstream stages up to date."""
+    cfg, run_dir, _ = tiny_run
+    run_pipeline(cfg, run_dir, progress=False)
+    (run_dir / "manifests" / "distances.json").unlink()
+    (run_dir / "distances" / "glamor.npy").unlink()
+    resumed = run_pipeline(cfg, run_dir, progress=False)
+    assert resumed["ran"][0] == "distances"
+    assert "train-glamor" in resumed["skipped"]
+    assert (run_dir / "distances" / "glamor.npy").is_file()
