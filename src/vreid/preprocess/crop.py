@@ -38,15 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.errors import ConfigError, DatasetError
@@ -57,6 +48,7 @@ from vreid.preprocess.detectors import (
     resolve_device,
 )
 from vreid.preprocess.select import Selection, flatten_detections, select_boxes
+from vreid.progress import progress_bar
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 SETTINGS_FILE = "crop_settings.json"
@@ -325,21 +317,11 @@ def _crop_images(
         num_workers=workers,
         collate_fn=_collate,
     )
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("[bold]crop[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-    )
+    bar = progress_bar(disable=not progress)
     start = time.perf_counter()
     journal_path = dst / JOURNAL_FILE
     with bar, journal_path.open("a", newline="", encoding="utf-8") as journal:
-        task = bar.add_task("crop", total=len(todo), rate="")
+        task = bar.add_task("crop", total=len(todo), info="")
         writer = csv.writer(journal, lineterminator="\n")
         processed = 0
         for batch in loader:
@@ -375,7 +357,7 @@ def _crop_images(
             journal.flush()
             processed += len(batch)
             elapsed = time.perf_counter() - start
-            bar.update(task, advance=len(batch), rate=f"{processed / max(elapsed, 1e-9):.1f} img/s")
+            bar.update(task, advance=len(batch), info=f"{processed / max(elapsed, 1e-9):.1f} img/s")
     seconds = time.perf_counter() - start
     return done, processed, len(images) - len(todo), seconds
 

@@ -591,25 +591,10 @@ def _render_with_progress(
 ) -> np.ndarray:
     if not progress:
         return render_tasks(plan, size, workers=workers)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from vreid.progress import progress_bar
 
-    with Progress(
-        TextColumn("rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as bar:
-        job = bar.add_task("render", total=len(plan.tasks))
+    with progress_bar() as bar:
+        job = bar.add_task("rendering", total=len(plan.tasks), info="images")
         return render_tasks(plan, size, workers=workers, progress=lambda n: bar.advance(job, n))
 
 

@@ -15,32 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vreid.datasets.records import ImageRecord
+from vreid.progress import progress_bar
 from vreid.training.data import worker_errors
-
-
-def progress_bar(*, disable: bool = False, transient: bool = False) -> Any:
-    """A rich progress bar on stderr (a spinner, bar, count, rate and time left)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=disable,
-        transient=transient,
-    )
 
 
 @torch.no_grad()
