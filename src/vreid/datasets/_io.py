@@ -161,6 +161,32 @@ def check_unique(names: Sequence[tuple[str, str]]) -> None:
         seen[name] = where
 
 
+def read_label_items(label_file: Path) -> list[tuple[str, LabelItem, str]]:
+    """``(image name, item, "file, line N")`` for every Item of a label XML file, in file order.
+
+    Every item must have an ``imageName`` that stays inside the dataset root; a name listed twice
+    is an error naming both lines.
+    """
+    out = []
+    for item in parse_label_xml(label_file):
+        where = f"{label_file}, line {item.line}"
+        if "imageName" not in item.attrs:
+            raise DatasetError(f"{where}: Item has no imageName attribute")
+        out.append((check_name(item.attrs["imageName"], where), item, where))
+    check_unique([(name, where) for name, _, where in out])
+    return out
+
+
+def read_checked_name_file(name_file: Path) -> list[tuple[str, str]]:
+    """``(image name, "file, line N")`` for every line of a ``name_*.txt`` file; names checked, unique."""
+    listed = [
+        (check_name(n, f"{name_file}, line {i}"), f"{name_file}, line {i}")
+        for n, i in read_name_file(name_file)
+    ]
+    check_unique(listed)
+    return listed
+
+
 def list_images(folder: Path) -> list[str]:
     """Sorted image file names directly in ``folder`` (non-recursive)."""
     with os.scandir(folder) as it:

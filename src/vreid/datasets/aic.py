@@ -21,13 +21,12 @@ from vreid.datasets._io import (
     FolderIndex,
     LabelItem,
     check_name,
-    check_unique,
     list_images,
     parse_camera,
     parse_int,
-    parse_label_xml,
     parse_tracks,
-    read_name_file,
+    read_checked_name_file,
+    read_label_items,
     require_images,
 )
 from vreid.datasets.attributes import AIC_COLORS, AIC_TYPES
@@ -120,22 +119,10 @@ def _read_split(
 
     items: dict[str, LabelItem] = {}
     if label_file.is_file():
-        label_names = []
-        for item in parse_label_xml(label_file):
-            where = f"{label_file}, line {item.line}"
-            if "imageName" not in item.attrs:
-                raise DatasetError(f"{where}: Item has no imageName attribute")
-            name = check_name(item.attrs["imageName"], where)
-            label_names.append((name, where))
-            items.setdefault(name, item)
-        check_unique(label_names)
+        items = {name: item for name, item, _ in read_label_items(label_file)}
 
     if name_file.is_file():
-        listed = [
-            (check_name(n, f"{name_file}, line {i}"), f"{name_file}, line {i}")
-            for n, i in read_name_file(name_file)
-        ]
-        check_unique(listed)
+        listed = read_checked_name_file(name_file)
         if items:
             listed_set = {n for n, _ in listed}
             for name, where in listed:

@@ -17,14 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from vreid.datasets._io import (
-    check_name,
     check_unique,
     list_images,
     parse_camera,
     parse_int,
-    parse_label_xml,
+    read_checked_name_file,
+    read_label_items,
     read_lines,
-    read_name_file,
     require_images,
 )
 from vreid.datasets.attributes import VERI_COLORS, VERI_TYPES
@@ -91,17 +90,9 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
         label_file = root / f"{_STEMS[split]}_label.xml"
         if not label_file.is_file():
             continue
-        entries: dict[str, tuple[dict[str, str], str]] = {}
-        listed = []
-        for item in parse_label_xml(label_file):
-            where = f"{label_file}, line {item.line}"
-            if "imageName" not in item.attrs:
-                raise DatasetError(f"{where}: Item has no imageName attribute")
-            name = check_name(item.attrs["imageName"], where)
-            listed.append((name, where))
-            entries[name] = (item.attrs, where)
-        check_unique(listed)
-        labels[split] = entries
+        labels[split] = {
+            name: (item.attrs, where) for name, item, where in read_label_items(label_file)
+        }
 
     for split in SPLITS:
         folder = root / VERI_IMAGE_DIRS[split]
@@ -114,15 +105,12 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
                 )
             continue
         if name_file.is_file():
-            listed = [
-                (check_name(n, f"{name_file}, line {i}"), f"{name_file}, line {i}")
-                for n, i in read_name_file(name_file)
-            ]
+            listed = read_checked_name_file(name_file)
             source: Path = name_file
         else:
             listed = [(n, str(folder)) for n in list_images(folder)]
             source = folder
-        check_unique(listed)
+            check_unique(listed)
         if not listed:
             raise DatasetError(f"{source}: the {split} split is empty (no images listed)")
         require_images(folder, listed)
