@@ -884,7 +884,9 @@ def run_pipeline(
     ``from_stage`` forces that stage and all later ones to run again. Returns
     ``{"run_dir", "ran": [...], "skipped": [...], "metrics": dict | None}``.
     """
-    run_dir = Path(run_dir)
+    # Absolute from here on: stages return absolute artefact paths and the manifests record them
+    # relative to this directory, which only works if both spell it the same way.
+    run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     write_json_atomic(run_dir / "versions.json", _versions())

@@ -72,13 +72,17 @@ class _Links(HTMLParser):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory):
-    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    base = tmp_path_factory.mktemp("pipeline")
     cfg = load_config(
         resolve_config("tiny"),
         [f"data.root={tiny_synth / 'real'}", f"data.sim_root={tiny_synth / 'simulation'}"],
     )
-    first = run_pipeline(cfg, run_dir, progress=False)
-    return cfg, run_dir, first
+    # A relative run directory, as `make demo` passes it (runs/demo); later tests re-run the same
+    # directory by its absolute path and must find the stages up to date.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(base)
+        first = run_pipeline(cfg, Path("run"), progress=False)
+    return cfg, base / "run", first
 
 
 @pytest.mark.slow
