@@ -85,3 +85,14 @@ def refuse_overwrite(path: str | os.PathLike[str], *, overwrite: bool = False) -
         raise VreidError(
             f"{p} already exists; pass --overwrite to replace it or choose another path"
         )
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
+    """Save a matplotlib figure to ``path`` atomically, close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kwargs)
+    plt.close(fig)
+    return path

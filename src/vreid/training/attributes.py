@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vreid.artefacts import atomic_path, new_run_dir, write_json_atomic, write_text_atomic
+from vreid.artefacts import (
+    new_run_dir,
+    save_figure,
+    write_json_atomic,
+    write_text_atomic,
+)
 from vreid.config import Config, save_config
 from vreid.datasets import ImageRecord, load_dataset
 from vreid.datasets.attributes import (
@@ -374,10 +379,7 @@ def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: 
         )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------
