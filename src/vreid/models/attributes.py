@@ -28,6 +28,7 @@ from vreid.errors import ConfigError
 from vreid.models.common import (
     BNNeckHead,
     EvalFeatures,
+    ReidHeadMixin,
     ReidOutput,
     build_trunk,
     init_trunk_weights,
@@ -75,7 +76,7 @@ class AttributeHead(nn.Module):
         return embedding, self.classifier(embedding)
 
 
-class AttributeModel(nn.Module):
+class AttributeModel(ReidHeadMixin, nn.Module):
     """ResNet-family trunk + re-id head (BN neck, id classifier) + colour head + type head.
 
     Args:
@@ -118,17 +119,6 @@ class AttributeModel(nn.Module):
         self.type_head = AttributeHead(self.feature_dim, num_types, embed_dim)
         self.embed_dim = embed_dim
         self.arch: dict[str, Any] = {}  # filled by build_model
-
-    @property
-    def num_classes(self) -> int:
-        """Identities of the re-id head."""
-        return int(self.head.classifier.out_features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh re-id classifier for ``num_classes`` identities."""
-        self.head.reset_classifier(num_classes)
-        if self.arch:
-            self.arch["num_classes"] = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features: x (B, 3, H, W) → (B, D)."""

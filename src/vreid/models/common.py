@@ -240,7 +240,26 @@ class BNNeckHead(nn.Module):
         self.classifier = new.to(device=old.device, dtype=old.dtype)
 
 
-class ReidResNet(nn.Module):
+class ReidHeadMixin:
+    """``num_classes`` and ``reset_classifier`` for a model whose re-id head is ``self.head``
+    (a :class:`BNNeckHead`) and whose ``self.arch`` records how it was built."""
+
+    head: BNNeckHead
+    arch: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the re-id classifier."""
+        return int(self.head.classifier.out_features)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh re-id classifier for ``num_classes`` identities (fine-tuning on another dataset)."""
+        self.head.reset_classifier(num_classes)
+        if self.arch:
+            self.arch["num_classes"] = num_classes
+
+
+class ReidResNet(ReidHeadMixin, nn.Module):
     """A torchvision ResNet trunk with the re-id head (the ``resnet50``/``resnext101_32x8d`` baselines).
 
     Eval mode: ``model(x (B, 3, H, W)) -> (B, D)`` retrieval features (after the BN neck by default,
@@ -275,17 +294,6 @@ class ReidResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = BNNeckHead(self.feature_dim, num_classes)
         self.arch: dict[str, Any] = {}  # filled by build_model
-
-    @property
-    def num_classes(self) -> int:
-        """Outputs of the classifier."""
-        return int(self.head.classifier.out_features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` identities (fine-tuning on another dataset)."""
-        self.head.reset_classifier(num_classes)
-        if self.arch:
-            self.arch["num_classes"] = num_classes
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → (B, 64, H/4, W/4): conv, BN, ReLU, max-pool."""
