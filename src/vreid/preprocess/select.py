@@ -74,7 +74,9 @@ def expand_boxes(boxes: Tensor, image_sizes: Tensor, margin: float) -> Tensor:
     ``boxes`` (B, 4) float, ``image_sizes`` (B, 2) ``(height, width)``. Returns (B, 4) int64 boxes
     with at least one pixel in each direction.
     """
-    boxes = boxes.float()
+    # Float64 so that rounding to whole pixels is exact to double precision: in float32 a
+    # coordinate within 1e-7 of an integer could floor/ceil to the neighbouring pixel.
+    boxes = boxes.double()
     height = image_sizes[:, 0].to(boxes)
     width = image_sizes[:, 1].to(boxes)
     box_w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
