@@ -4,6 +4,10 @@
 read ``tiny_synth / "real"`` (AIC real layout with query/gallery ground truth) and
 ``tiny_synth / "simulation"`` (AIC simulation layout with colour/type labels). Treat it as
 read-only: copy it (``shutil.copytree``) before changing anything.
+
+``random_detector``: a ``vreid train-detector`` checkpoint of randomly initialised weights (small
+input size, few proposals) for tests of the cropping plumbing: its boxes are arbitrary but scored
+about 0.5, so a low ``min_score`` crops every image.
 """
 
 from __future__ import annotations
@@ -20,3 +24,31 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     return generate(out, preset="tiny", seed=0, workers=1, progress=False)
+
+
+RANDOM_DETECTOR_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+@pytest.fixture(scope="session")
+def random_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from vreid.preprocess import build_detector
+    from vreid.preprocess.train_detector import save_detector_checkpoint
+
+    torch.manual_seed(0)
+    # small input resolution and few proposals keep the tests fast
+    small = {
+        "min_size": 64,
+        "max_size": 128,
+        "rpn_pre_nms_top_n_test": 50,
+        "rpn_post_nms_top_n_test": 20,
+    }
+    model = build_detector(RANDOM_DETECTOR_ARCH, num_classes=2, **small)
+    return save_detector_checkpoint(
+        model,
+        RANDOM_DETECTOR_ARCH,
+        tmp_path_factory.mktemp("det") / "random.pt",
+        epoch=0,
+        options=small,
+    )

@@ -85,7 +85,8 @@ class CropConfig(Section):
     batch_size: int = Field(8, ge=1)
     """Images per detector call."""
     device: str = "auto"
-    """Device of the detector: auto (CUDA when available), cpu, cuda, cuda:N."""
+    """Device of the detector: auto (``vreid crop``: CUDA when available; ``vreid pipeline``:
+    ``pipeline.device``), cpu, cuda, cuda:N."""
 
 
 # --------------------------------------------------------------------------------------------

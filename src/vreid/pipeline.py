@@ -211,6 +211,58 @@ def _record_dict(r: Any) -> dict[str, Any]:
     }
 
 
+def crop_inputs(
+    ctx: RunContext, roots: dict[str, tuple[Path | str | None, str]]
+) -> dict[str, Path]:
+    """Crop each dataset of ``roots`` (``label → (root, format)``; ``None`` roots are skipped) with
+    the ``crop`` config, once per distinct root, and return ``label → cropped root``.
+
+    The crops go to ``RUN/crop/<settings hash>/<label>``: other settings (or other weights in the
+    same file) write a new folder instead of being refused by the old one, and a rerun with the
+    same settings resumes. ``crop.device: auto`` follows ``pipeline.device``.
+    """
+    from vreid.preprocess import crop_dataset
+
+    c = ctx.config.crop
+    tag = _hash_obj(_crop_keys(ctx.config))[:12]
+    device = c.device if c.device != "auto" else ctx.config.pipeline.device
+    done: dict[Path, Path] = {}
+    out: dict[str, Path] = {}
+    for label, (root, fmt) in roots.items():
+        if root is None:
+            continue
+        src = Path(root).resolve()
+        if src not in done:
+            dst = ctx.path("crop", tag, label)
+            console.print(f"cropping {src} → {dst}")
+            crop_dataset(
+                src,
+                dst,
+                detector=c.detector,
+                weights=c.weights,
+                margin=c.margin,
+                min_score=c.min_score,
+                batch_size=c.batch_size,
+                device=device,
+                format=fmt,
+                progress=ctx.progress,
+            )
+            done[src] = dst
+        out[label] = done[src]
+    return out
+
+
+def _crop_keys(config: Config) -> dict[str, Any]:
+    """The crop settings a crop output depends on, including the weights file's content."""
+    keys = config.crop.model_dump(mode="json")
+    weights = config.crop.weights
+    if config.crop.enabled and weights is not None and Path(weights).is_file():
+        from vreid.preprocess.detectors import file_sha256
+
+        keys["weights_sha256"] = file_sha256(Path(weights))
+    return keys
+
+
 def stage_data(ctx: RunContext) -> list[Path]:
     cfg = ctx.config
     from vreid.datasets import load_dataset
@@ -232,27 +284,13 @@ def stage_data(ctx: RunContext) -> list[Path]:
             else (_synth_dir(ctx) / "simulation" if cfg.data.root is None else cfg.data.sim_root)
         )
     if cfg.crop.enabled:
-        from vreid.preprocess import crop_dataset
-
-        cropped = {}
-        for label, src in (("real", real), ("simulation", sim)):
-            if src is None:
-                continue
-            dst = ctx.path("crop", label)
-            console.print(f"cropping {src} → {dst}")
-            crop_dataset(
-                src,
-                dst,
-                detector=cfg.crop.detector,
-                weights=cfg.crop.weights,
-                margin=cfg.crop.margin,
-                device=cfg.pipeline.device,
-                format=fmt if label == "real" else sim_fmt,
-                progress=ctx.progress,
-            )
-            cropped[label] = dst
+        cropped = crop_inputs(
+            ctx,
+            {"real": (real, fmt), "simulation": (sim, sim_fmt), "attributes": (attr_root, "auto")},
+        )
         real = cropped["real"]
         sim = cropped.get("simulation", sim)
+        attr_root = cropped.get("attributes", attr_root)
     ds = load_dataset(real, fmt)
     for split in ("train", "query", "gallery"):
         if not ds.splits.get(split):
@@ -705,6 +743,14 @@ def _section(*names: str) -> Callable[[Config], Any]:
     return keys
 
 
+def _data_keys(config: Config) -> Any:
+    keys = _section(
+        "data", "synth", "attributes.data_root", "pipeline.pretrain", "pipeline.synth_dir"
+    )(config)
+    keys["crop"] = _crop_keys(config)
+    return keys
+
+
 def build_stages(config: Config) -> list[Stage]:
     """The stages ``config`` asks for, in order."""
     pc = config.pipeline
@@ -712,14 +758,7 @@ def build_stages(config: Config) -> list[Stage]:
         Stage(
             "data",
             stage_data,
-            _section(
-                "data",
-                "synth",
-                "crop",
-                "attributes.data_root",
-                "pipeline.pretrain",
-                "pipeline.synth_dir",
-            ),
+            _data_keys,
         )
     ]
     if pc.attributes:

@@ -24,27 +24,10 @@ from PIL import Image
 
 from vreid.datasets import load_dataset
 from vreid.errors import ConfigError, DatasetError, WeightsError
-from vreid.preprocess import build_detector, crop_dataset, crop_folder
-from vreid.preprocess.train_detector import save_detector_checkpoint
+from vreid.preprocess import crop_dataset, crop_folder
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 SRC_ROOT = Path(__file__).resolve().parents[2] / "src"
-
-
-@pytest.fixture(scope="module")
-def random_detector(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    # small input resolution and few proposals keep the tests fast
-    small = {
-        "min_size": 64,
-        "max_size": 128,
-        "rpn_pre_nms_top_n_test": 50,
-        "rpn_post_nms_top_n_test": 20,
-    }
-    model = build_detector(ARCH, num_classes=2, **small)
-    return save_detector_checkpoint(
-        model, ARCH, tmp_path_factory.mktemp("det") / "random.pt", epoch=0, options=small
-    )
 
 
 def _boxes(dst: Path) -> dict[str, list[str]]:
@@ -166,6 +149,24 @@ def test_nothing_found_keeps_images_whole_and_lists_them(random_detector, tmp_pa
     for name in report.uncropped:
         assert (tmp_path / "dst" / name).read_bytes() == (src / name).read_bytes()
     assert (tmp_path / "dst" / "notes.txt").read_text() == "not an image\n"
+
+
+def test_weights_retrained_into_the_same_file_do_not_resume_old_crops(random_detector, tmp_path):
+    """Same path, other content: the old crops were made by another detector, so DST is refused."""
+    src = _noise_folder(tmp_path / "src", 2)
+    weights = tmp_path / "det.pt"
+    shutil.copyfile(random_detector, weights)
+    kwargs = dict(weights=weights, min_score=0.3, device="cpu", progress=False)
+    crop_folder(src, tmp_path / "dst", **kwargs)
+    assert crop_folder(src, tmp_path / "dst", **kwargs).skipped == 2  # same file: resumed
+
+    state = torch.load(weights, weights_only=True)
+    state["model"] = {
+        k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()
+    }
+    torch.save(state, weights)
+    with pytest.raises(ConfigError, match="other settings"):
+        crop_folder(src, tmp_path / "dst", **kwargs)
 
 
 def test_unreadable_image_stops_with_its_name_and_the_rerun_resumes(random_detector, tmp_path):

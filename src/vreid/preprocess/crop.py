@@ -8,8 +8,8 @@ copied uncropped, byte for byte, and listed in ``DST/crop_uncropped.txt``.
 
 Files written in DST besides the dataset:
 
-* ``crop_settings.json`` — detector, weights, margin, min_score of this DST (a rerun with other
-  settings is refused, so crops made in different ways never mix);
+* ``crop_settings.json`` — detector, weights (path and SHA-256), margin, min_score of this DST (a
+  rerun with other settings is refused, so crops made in different ways never mix);
 * ``crop_boxes.csv`` — ``image,x1,y1,x2,y2,found,confidence,width,height`` for every image: the
   crop box in the source image's pixels (x2, y2 exclusive) and the source size;
 * ``crop_uncropped.txt`` — images kept whole (no vehicle found);
@@ -44,6 +44,7 @@ from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
     LoadedDetector,
     detector_spec,
+    file_sha256,
     load_detector,
     resolve_device,
 )
@@ -213,9 +214,13 @@ def _check_roots(src: Path, dst: Path, detector: str | None) -> tuple[Path, Path
 
 
 def _settings_of(loaded: LoadedDetector, margin: float, min_score: float) -> dict[str, Any]:
+    # The content hash, not just the path: a detector re-trained into the same file must not
+    # resume over crops the old one made.
+    sha = file_sha256(loaded.weights_file) if loaded.weights_file is not None else None
     return {
         "detector": loaded.name,
         "weights": loaded.source,
+        "weights_sha256": sha,
         "margin": margin,
         "min_score": min_score,
     }

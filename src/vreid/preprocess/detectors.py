@@ -126,7 +126,8 @@ def coco_cache_path(name: str) -> Path:
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.pth?$")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's content, hex."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -148,7 +149,7 @@ def check_torchvision_file(path: Path, expected_name: str | None = None) -> None
     if match is None:
         return
     prefix = match.group(1)
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if not actual.startswith(prefix):
         raise WeightsError(
             f"{path}: SHA-256 {actual[:12]}… does not start with {prefix} as its name says; the file "
@@ -171,6 +172,8 @@ class LoadedDetector:
     """Where the weights came from (printed to the user, stored in crop reports)."""
     options: dict[str, Any]
     """Builder options the model was made with (``min_size``, …)."""
+    weights_file: Path | None = None
+    """The weights file read (its content fingerprint goes into crop settings)."""
 
 
 def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, name: str) -> None:
@@ -282,7 +285,13 @@ def _from_coco_state(
     _load_state(model, state, path, name)
     vehicle_labels = tuple(categories.index(c) for c in COCO_VEHICLE_CLASSES)
     return LoadedDetector(
-        _to_device(model, device), name, categories, vehicle_labels, source, options={}
+        _to_device(model, device),
+        name,
+        categories,
+        vehicle_labels,
+        source,
+        options={},
+        weights_file=path,
     )
 
 
@@ -311,6 +320,7 @@ def _from_checkpoint(
         vehicle_labels,
         source=f"vreid train-detector checkpoint {path} (epoch {epoch})",
         options=options,
+        weights_file=path,
     )
 
 
