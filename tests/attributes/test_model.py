@@ -7,9 +7,10 @@ import torchvision
 
 from vreid.datasets.attributes import COLOR_CLASSES, IGNORE_INDEX, TYPE_CLASSES
 from vreid.errors import WeightsError
+from vreid.figures import plot_confusion
 from vreid.models import build_model, list_models
 from vreid.models.attributes import AttributeModel
-from vreid.training.attributes import classification_report, plot_confusion, split_holdout
+from vreid.training.attributes import classification_report, split_holdout
 
 
 def test_registered_and_shapes_of_every_output():
@@ -78,8 +79,10 @@ def test_classification_report_matches_hand_count(tmp_path: Path):
     constant = classification_report(np.eye(3)[np.zeros(7, dtype=int)], targets, classes)
     assert constant["balanced_accuracy"] == pytest.approx(constant["balanced_chance"])
     assert rep["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
-    png = plot_confusion(rep, tmp_path / "c.png", "test")
+    png = plot_confusion(rep["confusion"], rep["classes"], tmp_path / "c.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="does not match 2 classes"):
+        plot_confusion(rep["confusion"], ["a", "b"], tmp_path / "bad.png")
 
 
 def test_holdout_is_by_identity_and_seeded():

@@ -16,14 +16,9 @@ import numpy as np
 
 from vreid.artefacts import save_figure
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+# plot_confusion is re-exported: the report draws the attribute confusion matrices with it
+from vreid.figures import plot_confusion as plot_confusion
+from vreid.figures import pyplot
 
 
 def plot_cmc(
@@ -37,7 +32,7 @@ def plot_cmc(
 
     ``cmc[i]`` is the fraction of queries with a true match within the top ``i + 1``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for label, res in results.items():
         cmc = np.asarray(res.get("cmc", []), dtype=float)[:max_rank]
@@ -119,7 +114,7 @@ def plot_training_curves(
     # Losses first, then metrics, then the rest; at most ``max_panels``.
     tags.sort(key=lambda t: (0 if "loss" in t.lower() else 1 if "map" in t.lower() else 2, t))
     tags = tags[:max_panels]
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(tags))
     rows = (len(tags) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=90, squeeze=False)
@@ -141,44 +136,4 @@ def plot_training_curves(
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
-    return save_figure(fig, path)
-
-
-def plot_confusion(
-    confusion: np.ndarray,
-    class_names: Sequence[str],
-    path: str | os.PathLike[str],
-    *,
-    title: str = "",
-) -> Path:
-    """Row-normalised confusion matrix (rows = true class, columns = predicted) with counts."""
-    confusion = np.asarray(confusion, dtype=float)
-    n = confusion.shape[0]
-    if confusion.shape != (n, n) or len(class_names) != n:
-        raise ValueError(f"confusion {confusion.shape} does not match {len(class_names)} classes")
-    rows = confusion.sum(axis=1, keepdims=True)
-    norm = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
-    plt = _pyplot()
-    size = 2.5 + 0.45 * n
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=90)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            if confusion[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(int(confusion[i, j])),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if norm[i, j] > 0.6 else "black",
-                )
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
     return save_figure(fig, path)

@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader
 
 from vreid.artefacts import (
     new_run_dir,
-    save_figure,
     write_json_atomic,
     write_text_atomic,
 )
@@ -46,6 +45,7 @@ from vreid.datasets.attributes import (
     attribute_targets,
 )
 from vreid.errors import CheckpointError, ConfigError, DatasetError
+from vreid.figures import plot_confusion
 from vreid.models.attributes import AttributeModel
 
 log = logging.getLogger("vreid.training")
@@ -343,45 +343,6 @@ def classification_report(
     }
 
 
-def plot_confusion(report: dict[str, Any], path: str | os.PathLike[str], title: str) -> Path:
-    """Write the confusion matrix of :func:`classification_report` as a PNG (rows normalised,
-    cells annotated with counts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(report["confusion"], dtype=np.float64)
-    classes = report["classes"]
-    rows = counts.sum(1, keepdims=True)
-    norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    size = 1.5 + 0.55 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    support = counts.sum(1).astype(int)
-    ax.set_yticks(
-        range(len(classes)), [f"{c} ({n})" for c, n in zip(classes, support, strict=True)]
-    )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true (images)")
-    acc = report["accuracy"]
-    ax.set_title(f"{title}\naccuracy {acc:.1%}" if acc is not None else title, fontsize=10)
-    for i, j in zip(*np.nonzero(counts), strict=True):
-        ax.text(
-            j,
-            i,
-            str(int(counts[i, j])),
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white" if norm[i, j] > 0.5 else "black",
-        )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
-
-
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -625,10 +586,14 @@ def train_attributes(
                     outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
                 )
                 metrics[head] = report
+                accuracy = (
+                    f", accuracy {report['accuracy']:.1%}" if report["accuracy"] is not None else ""
+                )
                 plot_confusion(
-                    report,
+                    report["confusion"],
+                    report["classes"],
                     out / f"confusion_{head}.png",
-                    f"{label} on {len(held_ids)} held-out identities ({report['images']} images)",
+                    title=f"{label} on {len(held_ids)} held-out identities{accuracy}",
                 )
         else:
             log.warning("attributes: no identities held out; no accuracy is reported")
