@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from dataset_helpers import GB2312_HEADER, aic_names, make_aic20, write_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -231,3 +232,12 @@ def test_write_then_read_round_trips_exactly(train, query, gallery, order):
         for stem in ("train", "test"):
             (root / f"{stem}_track_id.txt").unlink(missing_ok=True)
         assert load_dataset(root).splits == splits
+
+
+def test_items_number_disagreeing_with_the_items_warns_with_the_file(tmp_path: Path):
+    root = make_aic20(tmp_path / "aic")
+    label = root / "train_label.xml"
+    label.write_bytes(label.read_bytes().replace(b'number="4"', b'number="5"'))
+    with pytest.warns(UserWarning, match=r"train_label\.xml, line 3: Items number=5 but .* 4 Item"):
+        ds = load_dataset(root)
+    assert len(ds["train"]) == 4

@@ -8,6 +8,7 @@ wrong. Reading only stats files (one directory listing per folder); opening imag
 from __future__ import annotations
 
 import os
+import warnings
 import xml.parsers.expat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,15 +52,20 @@ def parse_label_xml(path: Path) -> list[LabelItem]:
     """Return every ``Item`` element of an AIC/VeRi label XML file in file order.
 
     The files declare ``encoding="gb2312"``, which expat does not support; the bytes are decoded
-    first (UTF-8, else GB2312) and fed to expat as UTF-8, ignoring the declaration.
+    first (UTF-8, else GB2312) and fed to expat as UTF-8, ignoring the declaration. When the
+    ``<Items number="N">`` count disagrees with the Items listed (an edited or partly copied file),
+    the listed ones are read and a warning names the file and both counts.
     """
     text = read_text(path)
     parser = xml.parsers.expat.ParserCreate("utf-8")
     items: list[LabelItem] = []
+    declared: list[tuple[str, int]] = []
 
     def start(name: str, attrs: dict[str, str]) -> None:
         if name == "Item":
             items.append(LabelItem(attrs, parser.CurrentLineNumber))
+        elif name == "Items" and "number" in attrs:
+            declared.append((attrs["number"], parser.CurrentLineNumber))
 
     parser.StartElementHandler = start
     try:
@@ -69,6 +75,14 @@ def parse_label_xml(path: Path) -> list[LabelItem]:
             f"{path}, line {err.lineno}: label file does not parse as XML "
             f"({xml.parsers.expat.ErrorString(err.code)}, column {err.offset + 1})"
         ) from None
+    if len(declared) == 1 and declared[0][0].strip().isdigit():
+        number, line = int(declared[0][0]), declared[0][1]
+        if number != len(items):
+            warnings.warn(
+                f"{path}, line {line}: Items number={number} but the file lists {len(items)} "
+                f"Item elements; reading the {len(items)} listed (is the file complete?)",
+                stacklevel=2,
+            )
     return items
 
 
