@@ -17,12 +17,24 @@ from typing import Any
 from vreid.errors import VreidError
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0o644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()  # read once: os.umask can only be read by setting it
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The temporary file keeps ``path``'s suffix so libraries that choose a format by extension
-    (numpy, Pillow, matplotlib) still work.
+    (numpy, Pillow, matplotlib) still work. The file ends up with the permissions a plain
+    ``open()`` would give it (``mkstemp`` makes it private to its owner, which would hide
+    reports, crops and checkpoints from the rest of a team on a shared machine).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +45,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
