@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -71,6 +72,14 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
     assert result["metrics"] is not None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["ensemble+rerank+metadata+tracks"]["mAP"] <= 1
+    page = (run_dir / "report" / "index.html").read_text()
+    row = re.search(
+        r"<tr><td>real</td><td>([^<]*)</td><td>[^<]*</td>((?:<td[^>]*>[^<]*</td>){3})", page
+    )
+    assert row is not None, "the report has no cropping row for the real set"
+    assert row.group(1) == report["detector"]
+    numbers = re.findall(r">(\d+)<", row.group(2))
+    assert numbers == [str(report["images"]), str(report["cropped"]), str(report["uncropped"])]
 
     # other settings: a new crop folder, nothing found at min_score 1 so every image is kept whole
     strict = load_config(resolve_config("tiny"), [*overrides, "crop.min_score=1.0"])

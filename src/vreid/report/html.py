@@ -13,6 +13,7 @@ left out of the page with a note):
   ``camera``, ``track``) and ``distances/<row>.npy`` (q, g) for the rank lists.
 - ``models/<model>/<phase>/`` — training runs (TensorBoard events or ``history.json``).
 - ``attributes/eval.json`` — ``{head: {"classes", "confusion", "accuracy", "num_images"}}``.
+- ``data_roots.json`` and, for cropped sets, their ``crop_report.json`` / ``crop_uncropped.txt``.
 - ``dataset_stats.json``, ``config.yaml``, ``versions.json``, ``manifests/<stage>.json`` (times).
 """
 
@@ -305,6 +306,46 @@ def _stats_section(run_dir: Path) -> _Section | None:
     return _Section("Dataset statistics", "".join(parts))
 
 
+def _crop_section(run_dir: Path) -> _Section | None:
+    """What the detector did, when the run cropped its datasets (``crop_report.json`` per set)."""
+    f = run_dir / "data_roots.json"
+    if not f.is_file():
+        return None
+    roots = _read_json(f)
+    rows, kept = [], []
+    seen: set[str] = set()
+    for label, key in (("real", "real"), ("simulation", "sim"), ("attributes", "attributes")):
+        root = roots.get(key)
+        if not root or root in seen or not (Path(root) / "crop_report.json").is_file():
+            continue
+        seen.add(root)
+        rep = _read_json(Path(root) / "crop_report.json")
+        rows.append(
+            [
+                label,
+                str(rep.get("detector", "")),
+                str(rep.get("weights", "")),
+                str(rep.get("images", "")),
+                str(rep.get("cropped", "")),
+                str(rep.get("uncropped", "")),
+            ]
+        )
+        listed = Path(root) / "crop_uncropped.txt"
+        if listed.is_file():
+            names = listed.read_text(encoding="utf-8").split()
+            if names:
+                more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+                kept.append(f"{label}: {', '.join(names[:20])}{more}")
+    if not rows:
+        return None
+    body = _table(
+        ["Set", "Detector", "Weights", "Images", "Cropped", "Kept whole"], rows, numeric_from=3
+    )
+    note = "Images without a vehicle detection are kept whole"
+    body += f'<p class="note">{_esc(note)}{": " if kept else "."}{_esc("; ".join(kept))}</p>'
+    return _Section("Cropping", body)
+
+
 def _run_section(run_dir: Path) -> _Section:
     parts = []
     manifests = [
@@ -381,6 +422,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
         _training_section(run_dir, out),
         _attribute_section(run_dir, out),
         _stats_section(run_dir),
+        _crop_section(run_dir),
         _run_section(run_dir),
     ]
     present = [s for s in sections if s is not None]
