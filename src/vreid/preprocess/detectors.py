@@ -215,7 +215,8 @@ def _missing_weights_message(name: str) -> str:
         f"never downloads. Either place torchvision's file {spec.coco_file_name} "
         f"(from {spec.coco_weights.url}) at {coco_cache_path(name)}, or pass --weights PATH to a "
         "copy of it, or train a detector on data with true boxes: "
-        "`vreid train-detector DATA_ROOT --out detector.pt` and pass --weights detector.pt"
+        "`vreid train-detector DATA_ROOT --out detector.pt` and pass --weights detector.pt "
+        "(in `vreid pipeline`: --set crop.weights=PATH)"
     )
 
 
