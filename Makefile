@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Each benchmark prints a table and compares against a straightforward reference in the same run.
-# `make bench` takes minutes; `make bench-full` adds the 100k-image re-ranking and a longer
-# detector training (tens of minutes on 2 cores).
+# `make bench` takes minutes; `make bench-full` adds the 100k-image re-ranking, a longer
+# detector training and the demo pipeline with vs without cropping (about an hour on 2 cores).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rerank.py --sizes veri,aic20
 	$(BIN)/python benchmarks/synth_speed.py
@@ -37,6 +37,7 @@ bench: $(STAMP)
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k
 	$(BIN)/python benchmarks/crop_quality.py
+	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
