@@ -170,6 +170,12 @@ class TrainConfig(Section):
     # -- training loop (vreid.training.loop); keep these at the end of the class --
     eval_every: int = Field(5, ge=0)
     """Evaluate mAP/CMC on query/gallery every N epochs (and after the last); 0 disables."""
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    """Share of the training identities held out as a validation set (seeded by ``seed``): the
+    evaluation during training and the choice of ``best.pt`` then use them (per identity and
+    camera, the first image a query and the others the gallery; same-camera matches ignored)
+    instead of the dataset's query/gallery, so the test split never picks the model; their ids go
+    to ``val_ids.txt``. 0: evaluate on query/gallery, the field's common practice."""
     checkpoint_every: int = Field(0, ge=0)
     """Also keep ``checkpoints/epoch_XXX.pt`` every N epochs; 0 keeps only ``last.pt``/``best.pt``."""
     max_iters_per_epoch: int | None = Field(None, ge=1)

@@ -10,7 +10,8 @@ from vreid.errors import WeightsError
 from vreid.figures import plot_confusion
 from vreid.models import build_model, list_models
 from vreid.models.attributes import AttributeModel
-from vreid.training.attributes import classification_report, split_holdout
+from vreid.training.attributes import classification_report
+from vreid.training.data import split_holdout
 
 
 def test_registered_and_shapes_of_every_output():

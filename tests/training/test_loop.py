@@ -15,6 +15,7 @@ import torch
 from vreid.errors import CheckpointError, ConfigError, DatasetError
 from vreid.models import build_model
 from vreid.training.checkpoint import load_checkpoint, load_model
+from vreid.training.data import holdout_query_gallery
 from vreid.training.evaluation import evaluate_model
 from vreid.training.loop import train
 
@@ -27,23 +28,13 @@ def _map_of(model, query, gallery, image_size) -> float:
     return float(result["mAP"])
 
 
-def _seen_id_split(records):
-    """Query = the first image of each (vehicle, camera) pair of ``records``; gallery = the rest."""
-    seen, query, gallery = set(), [], []
-    for r in records:
-        key = (r.vehicle_id, r.camera)
-        (gallery if key in seen else query).append(r)
-        seen.add(key)
-    return query, gallery
-
-
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_config):
     """24 steps from scratch: the loss falls and cross-camera retrieval of the training
     identities improves (query = one image per vehicle and camera, its own camera excluded from
     the gallery). The tiny preset's 8 training ids are too few for retrieval of unseen ids to
     improve measurably in a test's budget; docs/readme/training.md quotes a demo-preset run."""
-    query, gallery = _seen_id_split(synth_real["train"])
+    query, gallery = holdout_query_gallery(synth_real["train"])
     seen_ids = replace(
         synth_real, splits={"train": synth_real["train"], "query": query, "gallery": gallery}
     )
@@ -75,6 +66,55 @@ def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_con
     assert [h["epoch"] for h in history] == list(range(1, 9))
     assert list((result.out_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert result.best_checkpoint == result.out_dir / "checkpoints" / "best.pt"
+
+
+def test_validation_identities_evaluate_and_choose_best_pt_without_test_data(
+    tmp_path, synth_real, small_config
+):
+    """With train.val_fraction, held-out training identities are the evaluation set: a dataset
+    without query/gallery is evaluated, the held-out ids never reach the classifier, and the
+    recorded mAP is that of their images (first image per id and camera as the query)."""
+    train_only = replace(synth_real, splits={"train": synth_real["train"]})
+    all_ids = {r.vehicle_id for r in synth_real["train"]}
+    cfg = small_config(
+        synth_real.root, "train.epochs=2", "train.eval_every=1", "train.val_fraction=0.25"
+    )
+    result = train(cfg, tmp_path / "run", dataset=train_only, progress=False)
+
+    val_ids = {int(x) for x in (result.out_dir / "val_ids.txt").read_text().split()}
+    assert len(val_ids) == round(0.25 * len(all_ids))
+    assert val_ids <= all_ids
+    state = load_checkpoint(result.last_checkpoint)
+    assert sorted(state["vehicle_ids"]) == sorted(all_ids - val_ids)
+    assert state["arch"]["num_classes"] == len(all_ids) - len(val_ids)
+    evaluated = [h for h in result.history if "mAP" in h]
+    assert [h["epoch"] for h in evaluated] == [1, 2]
+    assert {h["eval_split"] for h in evaluated} == {"validation"}
+    assert result.best_checkpoint == result.out_dir / "checkpoints" / "best.pt"
+
+    query, gallery = holdout_query_gallery(
+        [r for r in synth_real["train"] if r.vehicle_id in val_ids]
+    )
+    size = tuple(cfg.model.image_size)
+    assert _map_of(load_model(result.last_checkpoint), query, gallery, size) == pytest.approx(
+        evaluated[-1]["mAP"], abs=1e-6
+    )
+
+    # the same dataset without validation has nothing to evaluate on
+    plain = train(
+        small_config(synth_real.root, "train.eval_every=1"),
+        tmp_path / "plain",
+        dataset=train_only,
+        progress=False,
+    )
+    assert not any("mAP" in h for h in plain.history)
+    assert plain.best_checkpoint is None
+
+
+def test_too_large_a_validation_share_is_refused(tmp_path, synth_real, small_config):
+    cfg = small_config(synth_real.root, "train.val_fraction=0.9")
+    with pytest.raises(ConfigError, match=r"holds out 7 of 8 training identities, leaving 1,"):
+        train(cfg, tmp_path / "run", dataset=synth_real, progress=False)
 
 
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, synth_real, small_config):

@@ -47,6 +47,7 @@ from vreid.datasets.attributes import (
 from vreid.errors import CheckpointError, ConfigError, DatasetError
 from vreid.figures import plot_confusion
 from vreid.models.attributes import AttributeModel
+from vreid.training.data import holdout_query_gallery, split_holdout
 
 log = logging.getLogger("vreid.training")
 
@@ -84,44 +85,6 @@ def _transforms(image_size: Sequence[int], *, train: bool, augment: str = "reid"
 
     options = _LIGHT_AUGMENT if (train and augment == "light") else {}
     return build_transforms(tuple(image_size), train=train, **options)
-
-
-def split_holdout(
-    records: Sequence[ImageRecord], fraction: float, *, seed: int = 0
-) -> tuple[list[ImageRecord], list[ImageRecord], list[int]]:
-    """Split records by identity: ``(train, held_out, held_out_ids)``.
-
-    ``round(fraction · ids)`` identities (at least one when ``fraction > 0`` and there are two or
-    more ids; never all of them) are drawn with ``seed``; every image of a held-out identity goes
-    to ``held_out``.
-    """
-    ids = sorted({r.vehicle_id for r in records if r.vehicle_id is not None})
-    n_hold = round(fraction * len(ids))
-    if fraction > 0 and len(ids) >= 2:
-        n_hold = min(max(n_hold, 1), len(ids) - 1)
-    else:
-        n_hold = 0
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(np.array(ids, dtype=np.int64), size=n_hold, replace=False).tolist())
-    train = [r for r in records if r.vehicle_id not in held]
-    hold = [r for r in records if r.vehicle_id in held]
-    return train, hold, sorted(held)
-
-
-def _query_gallery(held: Sequence[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Held-out images as a re-id test: per identity and camera the first image is a query, the
-    rest (and identities' images in other cameras) the gallery."""
-    seen: set[tuple[Any, Any]] = set()
-    query: list[ImageRecord] = []
-    gallery: list[ImageRecord] = []
-    for r in held:
-        key = (r.vehicle_id, r.camera)
-        if key in seen:
-            gallery.append(r)
-        else:
-            seen.add(key)
-            query.append(r)
-    return query, gallery
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -463,7 +426,7 @@ def _train_reid_step(
     from vreid.training.checkpoint import load_checkpoint, load_state_dict_checked
     from vreid.training.loop import train
 
-    query, gallery = _query_gallery(held_recs)
+    query, gallery = holdout_query_gallery(held_recs)
     splits = {"train": list(train_recs)}
     if query and gallery:
         splits.update(query=query, gallery=gallery)

@@ -153,3 +153,47 @@ def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
         (p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()),
         key=lambda p: p.relative_to(root).as_posix(),
     )
+
+
+# identities held out of a training split (validation, attribute evaluation)
+
+
+def split_holdout(
+    records: Sequence[ImageRecord], fraction: float, *, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord], list[int]]:
+    """Split records by identity: ``(train, held_out, held_out_ids)``.
+
+    ``round(fraction · ids)`` identities (at least one when ``fraction > 0`` and there are two or
+    more ids; never all of them) are drawn with ``seed``; every image of a held-out identity goes
+    to ``held_out``.
+    """
+    ids = sorted({r.vehicle_id for r in records if r.vehicle_id is not None})
+    n_hold = round(fraction * len(ids))
+    if fraction > 0 and len(ids) >= 2:
+        n_hold = min(max(n_hold, 1), len(ids) - 1)
+    else:
+        n_hold = 0
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(np.array(ids, dtype=np.int64), size=n_hold, replace=False).tolist())
+    train = [r for r in records if r.vehicle_id not in held]
+    hold = [r for r in records if r.vehicle_id in held]
+    return train, hold, sorted(held)
+
+
+def holdout_query_gallery(
+    held: Sequence[ImageRecord],
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Held-out images as a re-id test ``(query, gallery)``: per identity and camera the first
+    image is a query, the rest the gallery. Evaluate with the ``veri`` protocol (same identity
+    and camera ignored) so that a query is not matched to its own track."""
+    seen: set[tuple[Any, Any]] = set()
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
+    for r in held:
+        key = (r.vehicle_id, r.camera)
+        if key in seen:
+            gallery.append(r)
+        else:
+            seen.add(key)
+            query.append(r)
+    return query, gallery

@@ -33,9 +33,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vreid.artefacts import new_run_dir, write_json_atomic
+from vreid.artefacts import new_run_dir, write_json_atomic, write_text_atomic
 from vreid.config import Config, save_config
-from vreid.datasets.records import ReidDataset
+from vreid.datasets.records import ImageRecord, ReidDataset
 from vreid.errors import CheckpointError, ConfigError, DatasetError, VreidError
 from vreid.training.checkpoint import (
     arch_from_config,
@@ -47,7 +47,13 @@ from vreid.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from vreid.training.data import ReidImageDataset, label_map, worker_errors
+from vreid.training.data import (
+    ReidImageDataset,
+    holdout_query_gallery,
+    label_map,
+    split_holdout,
+    worker_errors,
+)
 
 log = logging.getLogger("vreid.training")
 
@@ -305,13 +311,33 @@ def _train(
     train_records = data.splits.get("train") or []
     if not train_records:
         raise DatasetError(f"{source}: no training split (train images) to train on")
+    validation: dict[str, list[ImageRecord]] | None = None
+    if tc.val_fraction > 0:
+        train_records, held, val_ids = split_holdout(train_records, tc.val_fraction, seed=tc.seed)
+        query, gallery = holdout_query_gallery(held)
+        if not val_ids or not gallery:
+            raise ConfigError(
+                f"train.val_fraction={tc.val_fraction}: {source} has too few training identities "
+                "or images to hold some out for validation; lower it or set it to 0"
+            )
+        validation = {"query": query, "gallery": gallery}
+        say(
+            f"validation: {len(val_ids)} training identities held out ({len(query)} queries, "
+            f"{len(gallery)} gallery images); evaluation and best.pt use them, not query/gallery"
+        )
     id_to_label = label_map(train_records, source=source)
     vehicle_ids = sorted(id_to_label)
     num_classes = len(vehicle_ids)
+    if validation is not None and num_classes < tc.p:
+        raise ConfigError(
+            f"train.val_fraction={tc.val_fraction} holds out {len(val_ids)} of "
+            f"{num_classes + len(val_ids)} training identities, leaving {num_classes}, fewer than "
+            f"train.p={tc.p} per batch; lower train.val_fraction or train.p"
+        )
     _check_pk(num_classes, config, ddp, source)
     train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
     loader, sampler = _make_train_loader(train_set, config, ddp, device)
-    can_eval = tc.eval_every > 0 and data.has_ground_truth
+    can_eval = tc.eval_every > 0 and (validation is not None or data.has_ground_truth)
 
     wanted_arch = arch_from_config(config.model, num_classes)
     init_state: dict[str, Any] | None = None
@@ -427,6 +453,8 @@ def _train(
 
     if ddp.main:
         save_config(config, out_dir / "config.yaml")
+        if validation is not None:
+            write_text_atomic(out_dir / "val_ids.txt", "".join(f"{i}\n" for i in val_ids))
     writer = None
     if ddp.main:
         from torch.utils.tensorboard import SummaryWriter
@@ -440,9 +468,11 @@ def _train(
         "batch_size": tc.batch_size_eval,
         "num_workers": tc.num_workers,
         "flip": tc.eval_flip,
-        "protocol": config.retrieval.protocol,
+        # validation queries have same-camera images of their identity in the gallery: ignore those
+        "protocol": "veri" if validation is not None else config.retrieval.protocol,
         "amp_dtype": amp_dtype,
     }
+    eval_data = validation if validation is not None else data
     best_path: Path | None = ckpt_dir / "best.pt" if (ckpt_dir / "best.pt").is_file() else None
     global_step = sum(int(h.get("iterations", 0)) for h in history)
 
@@ -478,7 +508,8 @@ def _train(
             if can_eval and ((epoch + 1) % tc.eval_every == 0 or last_epoch):
                 metrics = None
                 if ddp.main:
-                    metrics = _evaluate(bare_model, data, eval_kwargs, show)
+                    metrics = _evaluate(bare_model, eval_data, eval_kwargs, show)
+                    metrics["eval_split"] = "validation" if validation is not None else "test"
                     record.update(metrics)
                     if best_map is None or metrics["mAP"] > best_map:
                         best_map, improved = metrics["mAP"], True
@@ -645,7 +676,8 @@ def _epoch_line(record: dict[str, Any], epochs: int) -> str:
         f"{record['images_per_s']:.1f} img/s"
     )
     if "mAP" in record:
-        line += f"; mAP {100 * record['mAP']:.2f}%"
+        on = " (validation)" if record.get("eval_split") == "validation" else ""
+        line += f"; mAP{on} {100 * record['mAP']:.2f}%"
         if "rank1" in record:
             line += f", rank-1 {100 * record['rank1']:.2f}%"
     if not math.isfinite(record["loss"]):
