@@ -87,6 +87,11 @@ class CropConfig(Section):
     device: str = "auto"
     """Device of the detector: auto (``vreid crop``: CUDA when available; ``vreid pipeline``:
     ``pipeline.device``), cpu, cuda, cuda:N."""
+    sets: list[Literal["real", "simulation", "attributes"]] = ["real", "simulation", "attributes"]
+    """Which of the pipeline's datasets to crop: the real one (``data.root``), the synthetic
+    pre-training set (``data.sim_root``) and the attribute model's set. The paper crops the real
+    train/query/test images only; rendered simulation images (AIC's VehicleX set) are tight
+    already, and cropping their 192k images would only cost time."""
 
 
 # --------------------------------------------------------------------------------------------

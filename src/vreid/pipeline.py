@@ -224,7 +224,8 @@ def crop_inputs(
     from vreid.preprocess import crop_dataset
 
     c = ctx.config.crop
-    tag = _hash_obj(_crop_keys(ctx.config))[:12]
+    # which sets are cropped does not change a set's crops: leave it out, so they are reused
+    tag = _hash_obj({k: v for k, v in _crop_keys(ctx.config).items() if k != "sets"})[:12]
     device = c.device if c.device != "auto" else ctx.config.pipeline.device
     done: dict[Path, Path] = {}
     out: dict[str, Path] = {}
@@ -284,11 +285,13 @@ def stage_data(ctx: RunContext) -> list[Path]:
             else (_synth_dir(ctx) / "simulation" if cfg.data.root is None else cfg.data.sim_root)
         )
     if cfg.crop.enabled:
-        cropped = crop_inputs(
-            ctx,
-            {"real": (real, fmt), "simulation": (sim, sim_fmt), "attributes": (attr_root, "auto")},
-        )
-        real = cropped["real"]
+        inputs = {
+            "real": (real, fmt),
+            "simulation": (sim, sim_fmt),
+            "attributes": (attr_root, "auto"),
+        }
+        cropped = crop_inputs(ctx, {k: v for k, v in inputs.items() if k in cfg.crop.sets})
+        real = cropped.get("real", real)
         sim = cropped.get("simulation", sim)
         attr_root = cropped.get("attributes", attr_root)
     ds = load_dataset(real, fmt)

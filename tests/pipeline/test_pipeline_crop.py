@@ -89,6 +89,14 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
     (second,) = second
     assert all(found == "0" for *_, found in _crop_boxes(second / "real").values())
 
+    # crop.sets=[real]: the real crops are reused, the simulation and attribute sets stay as given
+    real_only = load_config(resolve_config("tiny"), [*overrides, "crop.sets=[real]"])
+    stage_data(RunContext(real_only, run_dir.resolve(), progress=False))
+    roots = json.loads((run_dir / "data_roots.json").read_text())
+    assert roots["real"] == str(tag / "real")
+    assert roots["sim"] == roots["attributes"] == str(tiny_synth / "simulation")
+    assert len(list((run_dir / "crop").iterdir())) == 2
+
     # the same path with other weights: the data stage is out of date and crops into a new folder
     data_stage = build_stages(cfg)[0]
     before = data_stage.keys(cfg)
