@@ -333,8 +333,9 @@ def train_detector_command(
         progress=sys.stderr.isatty(),
     )
     iou = "n/a" if result.held_out_iou is None else f"{result.held_out_iou:.3f}"
+    epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
     Console().print(
-        f"wrote {result.checkpoint} ({result.detector}, {result.epochs} epochs in "
+        f"wrote {result.checkpoint} ({result.detector}, {epochs} in "
         f"{result.seconds:.0f} s, last loss {result.history[-1]:.3f}); held-out mean IoU {iou}",
         highlight=False,
         soft_wrap=True,
