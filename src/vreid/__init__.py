@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Extractor", "__version__"]
+__all__ = ["Extractor", "__version__", "search_images"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from vreid.retrieval.extract import Extractor
 
         return Extractor
+    if name == "search_images":
+        from vreid.search import search_images
+
+        return search_images
     raise AttributeError(f"module 'vreid' has no attribute {name!r}")

@@ -465,6 +465,69 @@ def extract_cmd(
         typer.echo(f"{split}: {len(records)} images → {path} ({extractor.feature_dim}-d)")
 
 
+@app.command("search")
+def search_cmd(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Checkpoints of `vreid train`; several are ensembled (distances averaged)."
+        ),
+    ],
+    query: Annotated[
+        Path, typer.Option("--query", "-q", help="An image file or a folder of query images.")
+    ],
+    gallery: Annotated[
+        Path, typer.Option("--gallery", "-g", help="Folder of images to search (recursively).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Run directory (a non-empty one is kept: DIR-2 is used)."),
+    ] = Path("runs/search"),
+    top: Annotated[int, typer.Option("--top", min=1, help="Nearest images listed per query.")] = 10,
+    rerank: Annotated[
+        bool, typer.Option("--rerank/--no-rerank", help="k-reciprocal re-ranking per model.")
+    ] = True,
+    crop: Annotated[
+        bool, typer.Option("--crop", help="Crop both sides with a vehicle detector first.")
+    ] = False,
+    detector_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--detector-weights",
+            help="With --crop: a `vreid train-detector` checkpoint or torchvision COCO file "
+            "(default: COCO weights from torchvision's cache).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    flip: Annotated[bool, typer.Option("--flip", help="Average with mirrored images.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Find the vehicles of the query images in a folder of other images (no dataset needed).
+
+    Writes DIR/ranking.csv (query, rank, gallery image, distance), DIR/ranklists.png, the full
+    distance matrix DIR/distances.npy and DIR/search.json (the settings).
+    """
+    from vreid.search import search_images
+
+    result = search_images(
+        checkpoints,
+        query,
+        gallery,
+        out,
+        top=top,
+        rerank=rerank,
+        crop=crop,
+        detector_weights=detector_weights,
+        device=device,
+        flip=flip,
+        progress=not quiet,
+    )
+    typer.echo(
+        f"{len(result.queries)} queries × {len(result.gallery)} gallery images → "
+        f"{result.out_dir / 'ranking.csv'}, {result.out_dir / 'ranklists.png'}"
+    )
+
+
 # ============================================================================================
 # attributes (issue 6): vreid train-attributes
 

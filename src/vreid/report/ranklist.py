@@ -137,7 +137,8 @@ def draw_rank_list(
             else:
                 colour = GREEN if g.vehicle_id == q.vehicle_id else RED
             _paste_framed(sheet, _thumbnail(g.path, thumb_size), (x, y), colour, border)
-            new_track = g.track is None or g.track != prev_track
+            # without track ids there is nothing to separate
+            new_track = g.track is not None and g.track != prev_track
             if new_track and rank > 0:
                 track_colour += 1
                 bx = x - pad // 2 - 1

@@ -1,0 +1,166 @@
+"""`vreid search`: query images against a plain folder, with the ranking recomputed independently."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vreid.config import load_config
+from vreid.errors import DatasetError
+from vreid.retrieval import ensemble, pairwise_distances, rerank
+from vreid.retrieval.extract import Extractor
+from vreid.search import search_images
+
+SRC_ROOT = Path(__file__).resolve().parents[1] / "src"
+
+SMALL = (
+    "model.name=glamor",
+    "model.backbone=resnet18",
+    "model.image_size=[32,64]",
+    "train.p=4",
+    "train.k=4",
+    "train.num_workers=0",
+    "train.eval_every=0",
+    "train.max_iters_per_epoch=2",
+    "train.device=cpu",
+    "train.epochs=1",
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_synth, tmp_path_factory) -> list[Path]:
+    from vreid.training.loop import train
+
+    out = []
+    for seed in (0, 1):
+        cfg = load_config(None, [*SMALL, f"data.root={tiny_synth / 'real'}", f"train.seed={seed}"])
+        run = train(cfg, tmp_path_factory.mktemp("search") / f"m{seed}", progress=False)
+        out.append(run.last_checkpoint)
+    return out
+
+
+@pytest.fixture
+def folders(tiny_synth, tmp_path) -> tuple[Path, Path]:
+    """The query images and the gallery images in two sub-folders (a nested folder is searched)."""
+    query = tmp_path / "query"
+    query.mkdir()
+    for p in sorted((tiny_synth / "real" / "image_query").iterdir()):
+        shutil.copy(p, query / p.name)
+    gallery = tmp_path / "gallery"
+    for i, p in enumerate(sorted((tiny_synth / "real" / "image_test").iterdir())):
+        sub = gallery / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, sub / p.name)
+    return query, gallery
+
+
+def _features(ckpt, paths):
+    return Extractor(ckpt, device="cpu")(paths).numpy()
+
+
+def test_plain_distances_and_ranking_files(checkpoints, folders, tmp_path):
+    query, gallery = folders
+    result = search_images(
+        checkpoints[:1], query, gallery, tmp_path / "out", top=7, rerank=False, device="cpu",
+        progress=False,
+    )  # fmt: skip
+    q_paths = sorted(query.iterdir())
+    g_paths = sorted(gallery.rglob("*.jpg"), key=lambda p: p.relative_to(gallery).as_posix())
+    assert result.queries == q_paths
+    assert result.gallery == g_paths
+    expected = pairwise_distances(
+        _features(checkpoints[0], q_paths), _features(checkpoints[0], g_paths)
+    )
+    np.testing.assert_allclose(result.distances, expected, atol=1e-5)
+    assert np.array_equal(result.ranking, np.argsort(expected, axis=1, kind="stable")[:, :7])
+
+    out = result.out_dir
+    assert np.array_equal(np.load(out / "distances.npy"), result.distances)
+    with (out / "ranking.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(q_paths) >= 3
+    assert len(rows) == len(q_paths) * 7
+    names = (out / "gallery.txt").read_text().split()
+    first = [r for r in rows if r["query"] == q_paths[0].name]
+    assert [r["gallery"] for r in first] == [names[i] for i in result.ranking[0]]
+    assert [int(r["rank"]) for r in first] == list(range(1, 8))
+    assert all(n.startswith(("a/", "b/")) for n in names)
+    assert (out / "ranklists.png").read_bytes()[:4] == b"\x89PNG"
+    settings = json.loads((out / "search.json").read_text())
+    assert settings["queries"] == len(q_paths)
+    assert settings["rerank"] is None
+
+
+def test_two_models_are_reranked_then_averaged(checkpoints, folders, tmp_path):
+    query, gallery = folders
+    result = search_images(
+        checkpoints, query, gallery, tmp_path / "out", k1=6, k2=3, device="cpu", progress=False
+    )
+    q_paths, g_paths = result.queries, result.gallery
+    expected = ensemble(
+        [
+            rerank(_features(c, q_paths), _features(c, g_paths), k1=6, k2=3, lambda_value=0.3)
+            for c in checkpoints
+        ]
+    )
+    np.testing.assert_allclose(result.distances, expected, atol=1e-5)
+
+
+def test_a_single_query_file_and_runs_are_never_overwritten(checkpoints, folders, tmp_path):
+    query, gallery = folders
+    one = sorted(query.iterdir())[2]
+    first = search_images(
+        checkpoints[:1], one, gallery, tmp_path / "out", rerank=False, device="cpu", progress=False
+    )
+    second = search_images(
+        checkpoints[:1], one, gallery, tmp_path / "out", rerank=False, device="cpu", progress=False
+    )
+    assert first.queries == [one]
+    assert first.distances.shape == (1, len(first.gallery))
+    assert second.out_dir == tmp_path / "out-2"
+    assert np.array_equal(first.distances, second.distances)
+
+
+def test_crop_first_searches_the_crops(checkpoints, folders, random_detector, tmp_path):
+    query, gallery = folders
+    result = search_images(
+        checkpoints[:1], query, gallery, tmp_path / "out", rerank=False, crop=True,
+        detector_weights=random_detector, device="cpu", progress=False,
+    )  # fmt: skip
+    crops = result.out_dir / "crops"
+    q_crops = [crops / "query" / p.name for p in result.queries]
+    assert all(p.is_file() for p in q_crops)
+    g_crops = [crops / "gallery" / p.relative_to(gallery) for p in result.gallery]
+    expected = pairwise_distances(
+        _features(checkpoints[0], q_crops), _features(checkpoints[0], g_crops)
+    )
+    np.testing.assert_allclose(result.distances, expected, atol=1e-5)
+
+
+def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path):
+    query, _ = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=r"empty: no images"):
+        search_images(checkpoints[:1], query, empty, tmp_path / "o", device="cpu", progress=False)
+    cmd = [sys.executable, "-m", "vreid", "search", str(checkpoints[0])]
+    cmd += ["--query", str(tmp_path / "nope"), "--gallery", str(query)]
+    proc = subprocess.run(
+        cmd,
+        env=dict(os.environ, PYTHONPATH=str(SRC_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "nope: the query is neither an image file nor a folder" in lines[0]
