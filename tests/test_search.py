@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,29 +16,16 @@ from vreid.retrieval import ensemble, pairwise_distances, rerank
 from vreid.retrieval.extract import Extractor
 from vreid.search import search_images
 
-SRC_ROOT = Path(__file__).resolve().parents[1] / "src"
-
-SMALL = (
-    "model.name=glamor",
-    "model.backbone=resnet18",
-    "model.image_size=[32,64]",
-    "train.p=4",
-    "train.k=4",
-    "train.num_workers=0",
-    "train.eval_every=0",
-    "train.max_iters_per_epoch=2",
-    "train.device=cpu",
-    "train.epochs=1",
-)
-
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_synth, tmp_path_factory) -> list[Path]:
+def checkpoints(tiny_synth, tmp_path_factory, small_overrides) -> list[Path]:
     from vreid.training.loop import train
 
     out = []
     for seed in (0, 1):
-        cfg = load_config(None, [*SMALL, f"data.root={tiny_synth / 'real'}", f"train.seed={seed}"])
+        cfg = load_config(
+            None, [*small_overrides, f"data.root={tiny_synth / 'real'}", f"train.seed={seed}"]
+        )
         run = train(cfg, tmp_path_factory.mktemp("search") / f"m{seed}", progress=False)
         out.append(run.last_checkpoint)
     return out
@@ -145,21 +129,13 @@ def test_crop_first_searches_the_crops(checkpoints, folders, random_detector, tm
     np.testing.assert_allclose(result.distances, expected, atol=1e-5)
 
 
-def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path):
+def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path, vreid_cli):
     query, _ = folders
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DatasetError, match=r"empty: no images"):
         search_images(checkpoints[:1], query, empty, tmp_path / "o", device="cpu", progress=False)
-    cmd = [sys.executable, "-m", "vreid", "search", str(checkpoints[0])]
-    cmd += ["--query", str(tmp_path / "nope"), "--gallery", str(query)]
-    proc = subprocess.run(
-        cmd,
-        env=dict(os.environ, PYTHONPATH=str(SRC_ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = vreid_cli("search", checkpoints[0], "--query", tmp_path / "nope", "--gallery", query)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -263,7 +263,7 @@ def test_bad_inputs(tiny_synth, random_detector, tmp_path):
         )  # fmt: skip
 
 
-def test_cli_crop_folder_and_error_line(random_detector, tmp_path):
+def test_cli_crop_folder_and_error_line(random_detector, tmp_path, vreid_cli):
     from typer.testing import CliRunner
 
     from vreid.cli import app
@@ -278,22 +278,7 @@ def test_cli_crop_folder_and_error_line(random_detector, tmp_path):
     assert "of 2 images cropped" in result.output
     assert len(_boxes(tmp_path / "dst")) == 2
 
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vreid",
-            "crop",
-            str(src),
-            str(tmp_path / "x"),
-            "--detector",
-            "yolo",
-        ],
-        env=dict(os.environ, PYTHONPATH=str(SRC_ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = vreid_cli("crop", src, tmp_path / "x", "--detector", "yolo")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +119,7 @@ def test_rank_split_matches_the_api(split):
     assert res.metrics["mAP"] > 0.5  # clustered features: re-ranking finds the ids
 
 
-def test_rank_errors_name_the_file(split):
+def test_rank_errors_name_the_file(split, vreid_cli):
     root, tmp, _ds, _ = split
     bad = tmp / "features/glamor/gallery.names.txt"
     names = bad.read_text().splitlines()
@@ -136,10 +133,10 @@ def test_rank_errors_name_the_file(split):
     q = np.load(tmp / "attrs/type/query.npy")
     q[1, 1] = np.inf
     np.save(tmp / "attrs/type/query.npy", q)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    cmd = [sys.executable, "-m", "vreid", "rank", str(tmp / "features/glamor"), "--data"]
-    cmd += [str(root), "--out", str(tmp / "o"), "--attributes", str(tmp / "attrs")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    proc = vreid_cli(
+        "rank", tmp / "features/glamor", "--data", root, "--out", tmp / "o",
+        "--attributes", tmp / "attrs",
+    )  # fmt: skip
     assert proc.returncode == 2
     assert "type/query.npy" in proc.stderr
     assert "NaN or inf" in proc.stderr

@@ -10,34 +10,15 @@ import pytest
 from vreid.config import Config, load_config
 from vreid.datasets import ReidDataset, load_dataset
 
-# A CPU-sized GLAMOR: resnet18 trunk with the attention modules, small images, P×K = 4×4.
-SMALL = (
-    "model.name=glamor",
-    "model.backbone=resnet18",
-    "model.image_size=[32,64]",
-    "train.p=4",
-    "train.k=4",
-    "train.num_workers=0",
-    "train.eval_every=0",
-    "train.max_iters_per_epoch=2",
-    "train.device=cpu",
-    "train.epochs=1",
-)
-
 
 @pytest.fixture(scope="session")
-def small_overrides() -> tuple[str, ...]:
-    """The ``--set`` overrides of the small configuration."""
-    return SMALL
-
-
-@pytest.fixture(scope="session")
-def small_config() -> Callable[..., Config]:
-    """``small_config(root, *overrides)``: the small configuration on dataset ``root``."""
+def small_config(small_overrides: tuple[str, ...]) -> Callable[..., Config]:
+    """``small_config(root, *overrides)``: the small configuration (``small_overrides`` of the
+    top-level conftest) on dataset ``root``."""
 
     def make(root: Path | None = None, *overrides: str) -> Config:
         data = [f"data.root={root}"] if root is not None else []
-        return load_config(None, [*SMALL, *data, *overrides])
+        return load_config(None, [*small_overrides, *data, *overrides])
 
     return make
 

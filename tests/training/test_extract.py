@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -105,13 +103,14 @@ def test_cli_extract_dataset_splits_and_plain_folder(trained_run, synth_real, tm
     assert feats.shape == (3, feats.shape[1])
 
 
-def test_cli_refuses_to_overwrite_features(trained_run, synth_real, tmp_path):
+def test_cli_refuses_to_overwrite_features(trained_run, synth_real, tmp_path, vreid_cli):
     out = tmp_path / "features"
     out.mkdir()
     (out / "query.npy").write_bytes(b"previous run")
-    cmd = [sys.executable, "-m", "vreid", "extract", str(trained_run.last_checkpoint)]
-    cmd += [str(synth_real.root), "--out", str(out), "--device", "cpu", "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = vreid_cli(
+        "extract", trained_run.last_checkpoint, synth_real.root, "--out", out, "--device", "cpu",
+        "--quiet",
+    )  # fmt: skip
     assert done.returncode == 2
     assert "query.npy already exists" in done.stderr
     assert "Traceback" not in done.stderr
