@@ -135,6 +135,10 @@ def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path, vreid_cli):
     empty.mkdir()
     with pytest.raises(DatasetError, match=r"empty: no images"):
         search_images(checkpoints[:1], query, empty, tmp_path / "o", device="cpu", progress=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(DatasetError, match=r"notes.txt: the query is not an image"):
+        search_images(checkpoints[:1], notes, query, tmp_path / "o", device="cpu", progress=False)
     proc = vreid_cli("search", checkpoints[0], "--query", tmp_path / "nope", "--gallery", query)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -406,12 +406,11 @@ def extract_cmd(
     from vreid.datasets.records import ImageRecord
     from vreid.errors import DatasetError
     from vreid.retrieval.extract import Extractor, extract_split
-    from vreid.training.data import image_paths
+    from vreid.training.data import IMAGE_SUFFIXES, image_paths
 
     if not data_root.is_dir():
         raise DatasetError(f"{data_root}: not a directory")
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-    plain = any(p.suffix.lower() in exts for p in data_root.iterdir() if p.is_file())
+    plain = any(p.suffix.lower() in IMAGE_SUFFIXES for p in data_root.iterdir() if p.is_file())
     if plain:
         paths = image_paths(data_root)
         jobs = {

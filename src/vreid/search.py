@@ -57,9 +57,13 @@ class SearchResult:
 
 def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
     """``(root, images)``: a folder's images (recursively) or a single image file."""
-    from vreid.training.data import image_paths
+    from vreid.training.data import IMAGE_SUFFIXES, image_paths
 
     if source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DatasetError(
+                f"{source}: the {what} is not an image ({', '.join(IMAGE_SUFFIXES)})"
+            )
         return source.parent, [source]
     if not source.is_dir():
         raise DatasetError(f"{source}: the {what} is neither an image file nor a folder")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from vreid.errors import DatasetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File suffixes read as images (lower case); every reader and folder walker uses these."""
 
 
 @dataclass(frozen=True, slots=True)

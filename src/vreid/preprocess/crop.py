@@ -40,6 +40,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
+from vreid.datasets._io import IMAGE_SUFFIXES
 from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
     LoadedDetector,
@@ -51,7 +52,6 @@ from vreid.preprocess.detectors import (
 from vreid.preprocess.select import Selection, flatten_detections, select_boxes
 from vreid.progress import progress_bar
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 SETTINGS_FILE = "crop_settings.json"
 BOXES_FILE = "crop_boxes.csv"
 UNCROPPED_FILE = "crop_uncropped.txt"

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from vreid.datasets._io import IMAGE_SUFFIXES
 from vreid.datasets.records import ImageRecord
 from vreid.errors import DatasetError, VreidError
 
@@ -148,9 +149,8 @@ class ImageListDataset(Dataset):
 def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted by relative path."""
     root = Path(folder)
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
     return sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()),
+        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
         key=lambda p: p.relative_to(root).as_posix(),
     )
 
