@@ -306,6 +306,10 @@ class PipelineConfig(Section):
     """Epochs of synthetic pre-training; ``None``: ``train.epochs``."""
     finetune: bool = True
     """Fine-tune on the real training split (from the pre-trained checkpoint when there is one)."""
+    checkpoint: Literal["last", "best"] = "last"
+    """Which checkpoint of each model's last phase gives the retrieval features: ``last`` (the
+    schedule decides; paper) or ``best`` (best validation mAP: needs ``train.val_fraction > 0``
+    and ``train.eval_every > 0``, so that the test split never chooses the model)."""
     attributes: bool = True
     """Train the colour/type model and use its features as re-ranking metadata."""
     untrained_baseline: bool = True

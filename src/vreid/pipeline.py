@@ -423,12 +423,16 @@ def train_model(ctx: RunContext, model: str) -> list[Path]:
 
 
 def final_checkpoint(ctx: RunContext, model: str) -> Path:
-    """The checkpoint used for retrieval: the last epoch of the last phase (never the 'best' one,
-    which is chosen on the query/gallery split)."""
+    """The checkpoint used for retrieval, from the last phase: ``last.pt``, or ``best.pt`` with
+    ``pipeline.checkpoint: best`` (chosen on validation identities, never on the test split)."""
+    name = f"{ctx.config.pipeline.checkpoint}.pt"
     for phase in ("finetune", "pretrain"):
-        p = ctx.path("models", model, phase, "checkpoints", "last.pt")
-        if p.is_file():
-            return p
+        if not ctx.path("models", model, phase, "checkpoints", "last.pt").is_file():
+            continue
+        p = ctx.path("models", model, phase, "checkpoints", name)
+        if not p.is_file():
+            raise VreidError(f"{p}: no {name} in the last training phase; run train-{model} again")
+        return p
     raise VreidError(f"{ctx.path('models', model)}: no checkpoint; run the train-{model} stage")
 
 
@@ -757,6 +761,12 @@ def _data_keys(config: Config) -> Any:
 def build_stages(config: Config) -> list[Stage]:
     """The stages ``config`` asks for, in order."""
     pc = config.pipeline
+    if pc.checkpoint == "best" and (config.train.val_fraction == 0 or config.train.eval_every == 0):
+        raise ConfigError(
+            "pipeline.checkpoint=best needs train.val_fraction > 0 and train.eval_every > 0: "
+            "best.pt must be chosen on held-out training identities, not on the test split "
+            f"(now val_fraction={config.train.val_fraction}, eval_every={config.train.eval_every})"
+        )
     stages = [
         Stage(
             "data",
@@ -782,6 +792,7 @@ def build_stages(config: Config) -> list[Stage]:
             _section(
                 "pipeline.untrained_baseline",
                 "pipeline.colour_histogram_baseline",
+                "pipeline.checkpoint",
                 "train.eval_flip",
                 "model",
             ),

@@ -1,5 +1,6 @@
-"""A pipeline killed in the middle of a training stage resumes it from its last checkpoint and ends
-with the same weights as a run that was never interrupted."""
+"""Which weights the pipeline ends with: a run killed in the middle of a training stage resumes it
+from its last checkpoint and ends with the weights of an uninterrupted run; `pipeline.checkpoint:
+best` takes the epoch chosen on validation identities, never on the test split."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +73,39 @@ def test_killed_training_stage_resumes_to_the_uninterrupted_weights(tiny_synth, 
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed["metrics"] == clean["metrics"]
+
+
+@pytest.mark.slow
+def test_best_checkpoint_is_chosen_on_validation_identities(tiny_synth, tmp_path):
+    from vreid.errors import ConfigError
+    from vreid.pipeline import build_stages
+    from vreid.retrieval.extract import Extractor
+
+    overrides = [
+        f"data.root={tiny_synth / 'real'}",
+        f"data.sim_root={tiny_synth / 'simulation'}",
+        "pipeline.models=[glamor]",
+        "pipeline.ensemble=[glamor]",
+        "pipeline.attributes=false",
+        "pipeline.checkpoint=best",
+    ]
+    # best.pt chosen on the test split is refused
+    with pytest.raises(ConfigError, match="held-out training identities"):
+        build_stages(load_config(resolve_config("tiny"), [*overrides, "train.eval_every=1"]))
+
+    cfg = load_config(
+        resolve_config("tiny"),
+        [*overrides, "train.val_fraction=0.25", "train.eval_every=1", "train.epochs=3"],
+    )
+    run = run_pipeline(cfg, tmp_path / "run", progress=False)
+    finetune = tmp_path / "run" / "models" / "glamor" / "finetune"
+    history = json.loads((finetune / "history.json").read_text())
+    assert {h["eval_split"] for h in history} == {"validation"}
+    best_epoch = max(history, key=lambda h: h["mAP"])["epoch"]
+    best = finetune / "checkpoints" / "best.pt"
+    assert torch.load(best, weights_only=True)["epoch"] == best_epoch
+    records = json.loads((tmp_path / "run" / "records.json").read_text())["query"]
+    features = np.load(tmp_path / "run" / "features" / "glamor" / "query.npy")
+    expected = Extractor(best, device="cpu")([r["path"] for r in records]).numpy()
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+    assert run["metrics"] is not None
