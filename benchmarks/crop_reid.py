@@ -15,8 +15,8 @@ Re-running with the same ``--out`` reuses the finished pipeline stages.
 
 Usage: ``python benchmarks/crop_reid.py [--data ROOT] [--weights DET.pt] [--preset demo]
 [--out DIR] [--set key=value …] [--json OUT]``. About 15-20 minutes on 2 idle CPU cores with the
-defaults. Single runs on a small synthetic set: differences of a point or two are within the
-run-to-run noise of a different seed.
+defaults. Single runs on a small synthetic set: the seed-to-seed spread is not measured, so read
+differences of a point or two with care.
 """
 
 from __future__ import annotations
