@@ -41,13 +41,13 @@ from PIL import Image, UnidentifiedImageError
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.datasets._io import IMAGE_SUFFIXES
+from vreid.devices import resolve_device
 from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
     LoadedDetector,
     detector_spec,
     file_sha256,
     load_detector,
-    resolve_device,
 )
 from vreid.preprocess.select import Selection, flatten_detections, select_boxes
 from vreid.progress import progress_bar

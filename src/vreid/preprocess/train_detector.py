@@ -28,13 +28,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vreid.artefacts import atomic_path, refuse_overwrite
+from vreid.devices import resolve_device
 from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
     CHECKPOINT_KIND,
     VEHICLE_CATEGORIES,
     build_detector,
     detector_names,
-    resolve_device,
 )
 
 TRUE_BOXES_FILE = "vehicle_boxes.csv"

@@ -21,23 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from vreid.datasets.records import ImageRecord
+from vreid.devices import resolve_device
 from vreid.retrieval.features import save_features
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; other values as ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from vreid.errors import ConfigError
-
-        raise ConfigError(f"device {device!r}: CUDA is not available here; use cpu or auto")
-    return torch.device(device)
 
 
 class Extractor:
@@ -105,20 +92,18 @@ class Extractor:
         from PIL import Image
 
         from vreid.training.data import ImageListDataset
-        from vreid.training.evaluation import extract_features
+        from vreid.training.evaluation import eval_loader, extract_features
 
         if isinstance(images, str | os.PathLike | Image.Image) or (
             hasattr(images, "ndim") and images.ndim in (2, 3) and not isinstance(images, list)
         ):
             images = [images]
         dataset = ImageListDataset(list(images), self.transform)
-        loader = DataLoader(
+        loader = eval_loader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(0),
         )
         return extract_features(
             self.model,

@@ -29,18 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from vreid.devices import resolve_device
+
 ArrayLike = np.ndarray | torch.Tensor
 MetadataTriple = tuple[ArrayLike, ArrayLike, float]
 
 #: Candidates kept per row beyond what the ranks need: covers exact ties at the k-boundaries and
 #: lets most D(i, ·) look-ups of the expansion sets hit the stored top-K instead of recomputing.
 _TOPK_MARGIN = 8
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _to_tensor(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
@@ -511,7 +507,7 @@ def rerank(
         raise ValueError(f"k1 and k2 must be ≥ 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     timings.clear()
     clock = _Clock(dev)
     with torch.no_grad():
@@ -573,7 +569,7 @@ def original_distance(
 
     Only the q query rows are computed (against all N items, for the row maxima).
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     with torch.no_grad():
         feats = _ItemFeatures(query_feats, gallery_feats, metadata, dev)
         n, q = feats.num_items, feats.num_query

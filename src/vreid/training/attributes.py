@@ -44,6 +44,7 @@ from vreid.datasets.attributes import (
     IGNORE_INDEX,
     attribute_targets,
 )
+from vreid.devices import resolve_device
 from vreid.errors import CheckpointError, ConfigError, DatasetError
 from vreid.figures import plot_confusion
 from vreid.models.attributes import AttributeModel
@@ -87,15 +88,6 @@ def _transforms(image_size: Sequence[int], *, train: bool, augment: str = "reid"
     return build_transforms(tuple(image_size), train=train, **options)
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device}: CUDA is not available here; use cpu or auto")
-    return dev
-
-
 # ---------------------------------------------------------------------------------------------
 # step 2: softmax-only fine-tuning of the colour and type heads
 
@@ -128,7 +120,7 @@ def finetune_heads(
     from vreid.training.evaluation import progress_bar
 
     cfg = config.attributes
-    dev = _device(config.train.device)
+    dev = resolve_device(config.train.device, setting="train.device")
     model.to(dev)
     keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
     if len(keep) < 2:
@@ -234,7 +226,7 @@ def predict_attributes(
     from vreid.training.data import ReidImageDataset
     from vreid.training.evaluation import eval_loader, progress_bar
 
-    dev = _device(device)
+    dev = resolve_device(device)
     was_training = model.training
     model.to(dev).eval()
     data = ReidImageDataset(records, _transforms(image_size, train=False), require_ids=False)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from vreid.artefacts import new_run_dir, write_json_atomic, write_text_atomic
 from vreid.config import Config, save_config
 from vreid.datasets.records import ImageRecord, ReidDataset
+from vreid.devices import resolve_device
 from vreid.errors import CheckpointError, ConfigError, DatasetError, VreidError
 from vreid.training.checkpoint import (
     arch_from_config,
@@ -115,16 +116,10 @@ def _setup_distributed(device_pref: str) -> _Dist:
 
 
 def _resolve_device(pref: str, ddp: _Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"train.device={pref}: CUDA is not available here; use train.device=cpu or auto"
-            )
-        if ddp.enabled:
-            return torch.device("cuda", ddp.local_rank)
-    return torch.device(pref)
+    dev = resolve_device(pref, setting="train.device")
+    if dev.type == "cuda" and ddp.enabled:
+        return torch.device("cuda", ddp.local_rank)  # one GPU per process
+    return dev
 
 
 def _broadcast(obj: Any, ddp: _Dist) -> Any:
