@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from report_pages import parse_report
 
 from vreid.config import load_config
 from vreid.errors import ConfigError
@@ -39,35 +39,6 @@ def test_repo_presets_are_the_packaged_ones():
         assert cfg.pipeline.name == name
     with pytest.raises(ConfigError, match="presets: "):
         resolve_config("no-such-preset")
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.srcs: list[str] = []
-        self.rows: list[list[str]] = []
-        self._row: list[str] | None = None
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.srcs.append(dict(attrs)["src"])
-        elif tag == "tr":
-            self._row = []
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None and self._row is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
-            self._row = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -152,18 +123,17 @@ def test_tiny_pipeline_writes_every_artefact(tiny_run):
 def test_tiny_report_table_and_images(tiny_run):
     _, run_dir, _ = tiny_run
     index = run_dir / "report" / "index.html"
-    parser = _Links()
-    parser.feed(index.read_text(encoding="utf-8"))
+    page = parse_report(index)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    table = {row[0]: row[1:] for row in parser.rows if len(row) == 7}
+    table = {row[0]: row[1:] for t in page.tables for row in t if len(row) == 7}
     assert table["GLAMOR"][0] == f"{100 * metrics['glamor']['mAP']:.1f}"
     assert table["+ track averaging"][2] == (
         f"{100 * metrics['ensemble+rerank+metadata+tracks']['cmc'][0]:.1f}"
     )
-    assert len(parser.srcs) >= 5
-    for src in parser.srcs:
+    assert len(page.images) >= 5
+    for src in page.images:
         assert (index.parent / src).is_file(), src
-    assert "ranklist_best.png" in parser.srcs
+    assert "ranklist_best.png" in page.images
 
 
 @pytest.mark.slow

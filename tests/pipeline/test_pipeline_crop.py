@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from report_pages import parse_report
 
 from vreid.config import load_config
 from vreid.pipeline import RunContext, build_stages, resolve_config, run_pipeline, stage_data
@@ -72,14 +72,16 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
     assert result["metrics"] is not None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["ensemble+rerank+metadata+tracks"]["mAP"] <= 1
-    page = (run_dir / "report" / "index.html").read_text()
-    row = re.search(
-        r"<tr><td>real</td><td>([^<]*)</td><td>[^<]*</td>((?:<td[^>]*>[^<]*</td>){3})", page
-    )
-    assert row is not None, "the report has no cropping row for the real set"
-    assert row.group(1) == report["detector"]
-    numbers = re.findall(r">(\d+)<", row.group(2))
-    assert numbers == [str(report["images"]), str(report["cropped"]), str(report["uncropped"])]
+    page = parse_report(run_dir / "report" / "index.html")
+    crop_rows = [row for t in page.tables for row in t if row[:1] == ["real"] and len(row) == 6]
+    assert crop_rows, "the report has no cropping row for the real set"
+    _, detector, _, images, cropped, kept = crop_rows[0]
+    assert detector == report["detector"]
+    assert [images, cropped, kept] == [
+        str(report["images"]),
+        str(report["cropped"]),
+        str(report["uncropped"]),
+    ]
 
     # other settings: a new crop folder, nothing found at min_score 1 so every image is kept whole
     strict = load_config(resolve_config("tiny"), [*overrides, "crop.min_score=1.0"])
