@@ -16,6 +16,7 @@ one with ``vreid train-detector``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -127,9 +128,17 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.pth?$")
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, hex."""
+    """SHA-256 of a file's content, hex. Remembered per (file, size, modification time): the
+    pipeline's freshness check, its crop folder and each cropped set all fingerprint the same
+    weights file, which for the larger COCO detectors is 100-200 MB."""
+    st = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
