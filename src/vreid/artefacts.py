@@ -66,6 +66,15 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
+def write_npy_atomic(path: str | os.PathLike[str], array: Any) -> Path:
+    """Write ``array`` as a ``.npy`` file at ``path`` atomically and return the path."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    return Path(path)
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

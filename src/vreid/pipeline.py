@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from vreid.artefacts import atomic_path, write_json_atomic
+from vreid.artefacts import write_json_atomic, write_npy_atomic
 from vreid.config import Config, save_config
 from vreid.errors import ConfigError, DatasetError, VreidError
 
@@ -535,10 +535,9 @@ def _features(ctx: RunContext, name: str, split: str) -> np.ndarray:
 
 
 def _save_distances(ctx: RunContext, row: str, distmat: np.ndarray) -> Path:
-    path = ctx.path("distances", f"{row}.npy")
-    with atomic_path(path) as tmp:
-        np.save(tmp, np.asarray(distmat, dtype=np.float32))
-    return path
+    return write_npy_atomic(
+        ctx.path("distances", f"{row}.npy"), np.asarray(distmat, dtype=np.float32)
+    )
 
 
 def _load_distances(ctx: RunContext, row: str) -> np.ndarray:

@@ -28,18 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from vreid.artefacts import atomic_path, new_run_dir, write_json_atomic, write_text_atomic
+from vreid.artefacts import new_run_dir, write_json_atomic, write_npy_atomic, write_text_atomic
+from vreid.datasets.records import ImageRecord
 from vreid.errors import DatasetError
-
-
-@dataclass(frozen=True)
-class _Image:
-    """What a rank-list picture needs of an image (no identity: frames stay grey)."""
-
-    path: Path
-    vehicle_id: int | None = None
-    camera: int | None = None
-    track: int | None = None
 
 
 @dataclass
@@ -171,15 +162,14 @@ def search_images(
     write_text_atomic(run / "ranking.csv", buf.getvalue())
     write_text_atomic(run / "query.txt", "".join(f"{n}\n" for n in q_names))
     write_text_atomic(run / "gallery.txt", "".join(f"{n}\n" for n in g_names))
-    with atomic_path(run / "distances.npy") as tmp:
-        np.save(tmp, distances)
+    write_npy_atomic(run / "distances.npy", distances)
     shown = list(range(min(max_pictures, len(q_paths))))
     if shown:
         draw_rank_list(
             distances,
             shown,
-            [_Image(p) for p in q_used],
-            [_Image(p) for p in g_used],
+            [ImageRecord(p, n, "query") for p, n in zip(q_used, q_names, strict=True)],
+            [ImageRecord(p, n, "gallery") for p, n in zip(g_used, g_names, strict=True)],
             run / "ranklists.png",
             top=top,
             labels=[n if len(n) <= 11 else "…" + n[-10:] for n in q_names[: len(shown)]],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vreid.artefacts import atomic_path, write_text_atomic
+from vreid.artefacts import write_npy_atomic, write_text_atomic
 from vreid.errors import FeatureFileError
 
 
@@ -29,8 +29,7 @@ def save_features(stem: str | os.PathLike[str], features: np.ndarray, names: Seq
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != len(names):
         raise ValueError(f"features {features.shape} do not match {len(names)} names")
-    with atomic_path(npy) as tmp:
-        np.save(tmp, features)
+    write_npy_atomic(npy, features)
     write_text_atomic(idx, "".join(f"{n}\n" for n in names))
     return npy
 

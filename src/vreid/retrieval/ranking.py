@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
+from vreid.artefacts import write_json_atomic, write_npy_atomic, write_text_atomic
 from vreid.config import Config, save_config
 from vreid.errors import DatasetError, VreidError
 from vreid.retrieval.distance import ensemble
@@ -153,8 +153,7 @@ def rank_split(
         final = average_by_track(final, tracks)
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "distances.npy") as tmp:
-        np.save(tmp, final)
+    write_npy_atomic(out / "distances.npy", final)
     top = top_indices(final, rc.top)
     lines = [
         " ".join([qn, *(gnames[j] for j in row)]) + "\n"
