@@ -41,6 +41,7 @@ from rich.console import Console
 from vreid.artefacts import write_json_atomic, write_npy_atomic
 from vreid.config import Config, save_config
 from vreid.errors import ConfigError, DatasetError, VreidError
+from vreid.synth.calibration import colour_histogram_features
 
 console = Console(stderr=True)
 
@@ -438,28 +439,6 @@ def final_checkpoint(ctx: RunContext, model: str) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # stage: extract
-
-
-def colour_histogram_features(
-    paths: Sequence[Path], *, bins: tuple[int, int, int] = (8, 4, 4), size: int = 64
-) -> np.ndarray:
-    """HSV joint colour histograms (N, h·s·v bins): square-rooted and L2-normalised.
-
-    The retrieval floor of the report: two images are close when their colour distributions are.
-    """
-    from PIL import Image
-
-    n_bins = int(np.prod(bins))
-    out = np.zeros((len(paths), n_bins), dtype=np.float32)
-    scale = np.array(bins, dtype=np.int64)
-    for i, p in enumerate(paths):
-        with Image.open(p) as img:
-            hsv = np.asarray(img.convert("RGB").resize((size, size)).convert("HSV"), dtype=np.int64)
-        q = hsv * scale // 256  # (size, size, 3) bin per channel
-        idx = (q[..., 0] * bins[1] + q[..., 1]) * bins[2] + q[..., 2]
-        out[i] = np.bincount(idx.ravel(), minlength=n_bins)
-    out = np.sqrt(out / out.sum(axis=1, keepdims=True))
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _untrained_checkpoint(ctx: RunContext) -> Path:
