@@ -403,14 +403,15 @@ def extract_cmd(
     the images' paths relative to the folder.
     """
     from vreid.artefacts import refuse_overwrite
+    from vreid.datasets._io import is_image_name
     from vreid.datasets.records import ImageRecord
     from vreid.errors import DatasetError
     from vreid.retrieval.extract import Extractor, extract_split
-    from vreid.training.data import IMAGE_SUFFIXES, image_paths
+    from vreid.training.data import image_paths
 
     if not data_root.is_dir():
         raise DatasetError(f"{data_root}: not a directory")
-    plain = any(p.suffix.lower() in IMAGE_SUFFIXES for p in data_root.iterdir() if p.is_file())
+    plain = any(is_image_name(p.name) for p in data_root.iterdir() if p.is_file())
     if plain:
         paths = image_paths(data_root)
         jobs = {

@@ -48,7 +48,8 @@ class SearchResult:
 
 def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
     """``(root, images)``: a folder's images (recursively) or a single image file."""
-    from vreid.training.data import IMAGE_SUFFIXES, image_paths
+    from vreid.datasets._io import IMAGE_SUFFIXES
+    from vreid.training.data import image_paths
 
     if source.is_file():
         if source.suffix.lower() not in IMAGE_SUFFIXES:

@@ -149,6 +149,9 @@ def test_folder_layout_with_csv(tmp_path: Path):
     write_images(tmp_path / "query" / "12", ["q.jpg"])
     write_images(tmp_path / "gallery" / "12", ["g.jpg"])
     write_images(tmp_path / "gallery", ["unknown.jpg"])
+    # hidden files and folders are never images: macOS metadata, an interrupted write, a notebook
+    write_images(tmp_path / "train" / "12", ["._a.jpg", ".a.x1y2.tmp.jpg"])
+    write_images(tmp_path / "train" / ".ipynb_checkpoints", ["a.jpg"])
     (tmp_path / "labels.csv").write_text(
         "split,image,camera,track,color,type\n"
         "train,12/a.jpg,4,0,red,suv\n"
@@ -181,3 +184,16 @@ def test_load_from_config_passes_the_format_options(tmp_path: Path):
     assert load_from_config(cfg.data).splits == load_dataset(tmp_path, draw=3).splits
     with pytest.raises(DatasetError, match=r"data\.root is not set"):
         load_from_config(load_config().data)
+
+
+def test_image_paths_skip_hidden_files_and_folders(tmp_path: Path):
+    from vreid.training.data import image_paths
+
+    write_images(tmp_path / "b", ["2.png", "._2.png"])
+    write_images(tmp_path / ".cache", ["3.jpg"])
+    write_images(tmp_path, ["1.JPG", ".1.ab12.tmp.jpg"])
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.relative_to(tmp_path).as_posix() for p in image_paths(tmp_path)] == [
+        "1.JPG",
+        "b/2.png",
+    ]

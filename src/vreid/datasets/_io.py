@@ -20,6 +20,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """File suffixes read as images (lower case); every reader and folder walker uses these."""
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file name is read as an image: an image suffix and not hidden.
+
+    Hidden names are skipped because they are never the user's pictures: the temporary file of an
+    interrupted atomic write (``.<stem>.<random>.tmp.png``) or macOS's ``._<name>.jpg`` metadata
+    files copied onto other file systems; reading either would give a broken or wrong image.
+    """
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True, slots=True)
 class LabelItem:
     """One ``<Item …/>`` element of a label XML file, with its 1-based line number."""
@@ -203,9 +213,9 @@ def read_checked_name_file(name_file: Path) -> list[tuple[str, str]]:
 
 
 def list_images(folder: Path) -> list[str]:
-    """Sorted image file names directly in ``folder`` (non-recursive)."""
+    """Sorted image file names directly in ``folder`` (non-recursive; hidden files skipped)."""
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+        return sorted(e.name for e in it if e.is_file() and is_image_name(e.name))
 
 
 def parse_tracks(

@@ -14,7 +14,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from vreid.datasets._io import IMAGE_SUFFIXES, check_name, read_text
+from vreid.datasets._io import check_name, is_image_name, read_text
 from vreid.datasets.attributes import AIC_COLORS, AIC_TYPES
 from vreid.datasets.records import SPLITS, ImageRecord, ReidDataset
 from vreid.errors import DatasetError
@@ -24,7 +24,7 @@ CSV_COLUMNS = ("split", "image", "camera", "track", "color", "type")
 
 
 def _is_image(entry: os.DirEntry[str]) -> bool:
-    return entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
+    return entry.is_file() and is_image_name(entry.name)
 
 
 def _scan_split(root: Path, split: str) -> list[ImageRecord]:
@@ -36,7 +36,7 @@ def _scan_split(root: Path, split: str) -> list[ImageRecord]:
     records += [ImageRecord(folder / n, n, split) for n in loose]
     vehicle_dirs = []
     for entry in entries:
-        if not entry.is_dir():
+        if not entry.is_dir() or entry.name.startswith("."):  # .ipynb_checkpoints and the like
             continue
         try:
             vehicle_dirs.append((int(entry.name), entry))

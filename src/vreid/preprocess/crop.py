@@ -40,7 +40,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
-from vreid.datasets._io import IMAGE_SUFFIXES
+from vreid.datasets._io import is_image_name
 from vreid.devices import resolve_device
 from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
@@ -183,7 +183,7 @@ def _collate(items: list[tuple[int, torch.Tensor | str]]) -> list[tuple[int, tor
 
 
 def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return is_image_name(path.name)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vreid.datasets._io import IMAGE_SUFFIXES
+from vreid.datasets._io import is_image_name
 from vreid.datasets.records import ImageRecord
 from vreid.errors import DatasetError, VreidError
 
@@ -147,12 +147,17 @@ class ImageListDataset(Dataset):
 
 
 def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by relative path."""
+    """Image files under ``folder`` (recursively), sorted by relative path.
+
+    Hidden files and anything under a hidden folder are skipped (see
+    :func:`vreid.datasets._io.is_image_name`).
+    """
     root = Path(folder)
-    return sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath) / f for f in filenames if is_image_name(f)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 # identities held out of a training split (validation, attribute evaluation)
