@@ -87,6 +87,17 @@ def test_veri_ids_colours_types_and_tracks(tmp_path: Path):
     assert [r.track for r in gallery] == [None, 0, 0, 1]
 
 
+def test_veri_tracks_from_test_track_veri_with_non_image_keys(tmp_path: Path):
+    make_veri(tmp_path)
+    (tmp_path / "test_track.txt").unlink()
+    (tmp_path / "test_track_VeRi.txt").write_text(
+        f"0002_c003_t00030650 {VERI_TEST[1]} {VERI_TEST[2]} \n"
+        f"0005_c002_t00040000 {VERI_TEST[3]} \n0002_c002_t00030600 {VERI_TEST[0]} \n"
+    )
+    gallery = load_dataset(tmp_path)["gallery"]
+    assert [r.track for r in gallery] == [2, 0, 0, 1]
+
+
 def test_veri_detected_from_file_names_without_marker_files(tmp_path: Path):
     make_veri(tmp_path)
     (tmp_path / "list_color.txt").unlink()

@@ -54,7 +54,8 @@ def _parse_veri_tracks(path: Path, names: list[str]) -> dict[str, int]:
     """``test_track.txt``: per line a key, then image names (trailing space); track id = line.
 
     The key is usually the track's first image repeated; a key that is a gallery image and is not
-    repeated on its line is counted as a member too.
+    repeated on its line is counted as a member too. A key that is no image (``test_track_VeRi.txt``'s
+    ``0002_c002_t00030600`` form) only names the track.
     """
     known = set(names)
     track_of: dict[str, int] = {}
@@ -165,7 +166,12 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
             for r in records
         ]
 
-    track_file = root / "test_track.txt"
+    # Releases ship test_track.txt (key = the track's first image) and/or test_track_VeRi.txt
+    # (key = "<vehicle>_<camera>_t<time>", not an image); both list the same tracks.
+    track_file = next(
+        (p for p in (root / "test_track.txt", root / "test_track_VeRi.txt") if p.is_file()),
+        root / "test_track.txt",
+    )
     if track_file.is_file() and "gallery" in dataset.splits:
         gallery = dataset.splits["gallery"]
         track_of = _parse_veri_tracks(track_file, [r.name for r in gallery])
