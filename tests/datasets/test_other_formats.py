@@ -94,7 +94,8 @@ def test_veri_tracks_from_test_track_veri_with_non_image_keys(tmp_path: Path):
         f"0002_c003_t00030650 {VERI_TEST[1]} {VERI_TEST[2]} \n"
         f"0005_c002_t00040000 {VERI_TEST[3]} \n0002_c002_t00030600 {VERI_TEST[0]} \n"
     )
-    gallery = load_dataset(tmp_path)["gallery"]
+    with pytest.warns(UserWarning, match="colour/type id 0"):  # make_veri's vehicle 3
+        gallery = load_dataset(tmp_path)["gallery"]
     assert [r.track for r in gallery] == [2, 0, 0, 1]
 
 
