@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -29,7 +30,7 @@ def _map_of(model, query, gallery, image_size) -> float:
 
 
 @pytest.mark.slow
-def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_config):
+def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_config, caplog):
     """24 steps from scratch: the loss falls and cross-camera retrieval of the training
     identities improves (query = one image per vehicle and camera, its own camera excluded from
     the gallery). The tiny preset's 8 training ids are too few for retrieval of unseen ids to
@@ -52,7 +53,9 @@ def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_con
     untrained = build_model("glamor", n_ids, backbone="resnet18")
     seen_before = _map_of(untrained, query, gallery, size)
 
-    result = train(cfg, tmp_path / "run", dataset=seen_ids, progress=False)
+    with caplog.at_level(logging.INFO, logger="vreid.training"):
+        result = train(cfg, tmp_path / "run", dataset=seen_ids, progress=False)
+    assert "best.pt use the query/gallery (test) split" in caplog.text
 
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -69,7 +72,7 @@ def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_con
 
 
 def test_validation_identities_evaluate_and_choose_best_pt_without_test_data(
-    tmp_path, synth_real, small_config
+    tmp_path, synth_real, small_config, caplog
 ):
     """With train.val_fraction, held-out training identities are the evaluation set: a dataset
     without query/gallery is evaluated, the held-out ids never reach the classifier, and the
@@ -79,7 +82,10 @@ def test_validation_identities_evaluate_and_choose_best_pt_without_test_data(
     cfg = small_config(
         synth_real.root, "train.epochs=2", "train.eval_every=1", "train.val_fraction=0.25"
     )
-    result = train(cfg, tmp_path / "run", dataset=train_only, progress=False)
+    with caplog.at_level(logging.INFO, logger="vreid.training"):
+        result = train(cfg, tmp_path / "run", dataset=train_only, progress=False)
+    assert "evaluation and best.pt use them, not query/gallery" in caplog.text
+    assert "(test) split" not in caplog.text
 
     val_ids = {int(x) for x in (result.out_dir / "val_ids.txt").read_text().split()}
     assert len(val_ids) == round(0.25 * len(all_ids))

@@ -333,6 +333,12 @@ def _train(
     train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
     loader, sampler = _make_train_loader(train_set, config, ddp, device)
     can_eval = tc.eval_every > 0 and (validation is not None or data.has_ground_truth)
+    if can_eval and validation is None:
+        # as in torchreid/fast-reid; said so that nobody reports a best.pt picked on the test set
+        say(
+            "evaluation and best.pt use the query/gallery (test) split; set train.val_fraction "
+            "to choose best.pt on held-out training identities instead"
+        )
 
     wanted_arch = arch_from_config(config.model, num_classes)
     init_state: dict[str, Any] | None = None
