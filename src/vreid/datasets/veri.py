@@ -169,10 +169,9 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
     # Releases ship test_track.txt (key = the track's first image) and/or test_track_VeRi.txt
     # (key = "<vehicle>_<camera>_t<time>", not an image); both list the same tracks.
     track_file = next(
-        (p for p in (root / "test_track.txt", root / "test_track_VeRi.txt") if p.is_file()),
-        root / "test_track.txt",
+        (p for p in (root / "test_track.txt", root / "test_track_VeRi.txt") if p.is_file()), None
     )
-    if track_file.is_file() and "gallery" in dataset.splits:
+    if track_file is not None and "gallery" in dataset.splits:
         gallery = dataset.splits["gallery"]
         track_of = _parse_veri_tracks(track_file, [r.name for r in gallery])
         dataset.splits["gallery"] = [replace(r, track=track_of.get(r.name)) for r in gallery]
