@@ -198,13 +198,14 @@ def test_load_from_config_passes_the_format_options(tmp_path: Path):
         load_from_config(load_config().data)
 
 
-def test_image_paths_skip_hidden_files_and_folders(tmp_path: Path):
+def test_image_paths_skip_hidden_files_folders_and_folder_links(tmp_path: Path):
     from vreid.training.data import image_paths
 
     write_images(tmp_path / "b", ["2.png", "._2.png"])
     write_images(tmp_path / ".cache", ["3.jpg"])
     write_images(tmp_path, ["1.JPG", ".1.ab12.tmp.jpg"])
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "b")  # not followed: its images would come twice
     assert [p.relative_to(tmp_path).as_posix() for p in image_paths(tmp_path)] == [
         "1.JPG",
         "b/2.png",

@@ -30,6 +30,16 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def walk_files(root: Path) -> list[Path]:
+    """Every file under ``root``, hidden files and folders excluded, in walk order (folders and
+    files sorted by name). Symbolic links to folders are not followed."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return files
+
+
 @dataclass(frozen=True, slots=True)
 class LabelItem:
     """One ``<Item …/>`` element of a label XML file, with its 1-based line number."""

@@ -40,7 +40,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vreid.artefacts import atomic_path, write_json_atomic, write_text_atomic
-from vreid.datasets._io import is_image_name
+from vreid.datasets._io import is_image_name, walk_files
 from vreid.devices import resolve_device
 from vreid.errors import ConfigError, DatasetError
 from vreid.preprocess.detectors import (
@@ -188,15 +188,6 @@ def _is_image(path: Path) -> bool:
 
 def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
-
-
-def _walk(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (sorted), hidden files and folders excluded."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return files
 
 
 def _check_roots(src: Path, dst: Path, detector: str | None) -> tuple[Path, Path]:
@@ -553,7 +544,7 @@ def crop_folder(
     """Crop every image under the folder ``src`` (recursively) into ``dst``, same relative paths;
     other files are copied. See :func:`crop_dataset` for the arguments."""
     src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
-    files = _walk(src_root)
+    files = walk_files(src_root)
     images = [_relative(p, src_root) for p in files if _is_image(p)]
     others = [
         _relative(p, src_root) for p in files if not _is_image(p) and p.name not in _OUR_FILES
@@ -631,7 +622,7 @@ def crop_dataset(
         if rel not in seen:
             seen.add(rel)
             images.append(rel)
-    files = _walk(src_root)
+    files = walk_files(src_root)
     others = [
         _relative(p, src_root)
         for p in files

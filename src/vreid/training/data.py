@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vreid.datasets._io import is_image_name
+from vreid.datasets._io import is_image_name, walk_files
 from vreid.datasets.records import ImageRecord
 from vreid.errors import DatasetError, VreidError
 
@@ -150,14 +150,13 @@ def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted by relative path.
 
     Hidden files and anything under a hidden folder are skipped (see
-    :func:`vreid.datasets._io.is_image_name`).
+    :func:`vreid.datasets._io.is_image_name`); links to folders are not followed.
     """
     root = Path(folder)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames if is_image_name(f)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return sorted(
+        (p for p in walk_files(root) if is_image_name(p.name)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
 
 
 # identities held out of a training split (validation, attribute evaluation)
