@@ -40,6 +40,7 @@ bench-full: bench
 	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

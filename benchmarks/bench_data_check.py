@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vreid.datasets import ImageRecord
-from vreid.datasets.inspect import check_images
+from vreid.data import ImageRecord
+from vreid.data.inspect import check_images
 
 
 def reference(paths: list[Path]) -> int:

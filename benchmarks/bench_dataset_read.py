@@ -15,7 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from vreid.datasets import ImageRecord, load_dataset, write_aic
+from vreid.data import ImageRecord, load_dataset, write_aic
 
 SIZES = {"train": 36935, "query": 1052, "gallery": 18290}
 DIRS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vreid.preprocess import crop_folder, load_detector, train_detector
-from vreid.preprocess.select import box_iou
-from vreid.preprocess.train_detector import evaluate_boxes, read_true_boxes
+from vreid.engine.detector import evaluate_boxes, read_true_boxes, train_detector
+from vreid.inference.crop import crop_folder
+from vreid.inference.select import box_iou
+from vreid.models.detectors import load_detector
 
 
 def _coverage(crop: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -124,8 +125,8 @@ def main() -> None:
     truth = torch.tensor([b.box for b in held_out])
 
     iou_box = evaluate_boxes(loaded, held_out, margin=0.0, min_score=args.min_score)
-    from vreid.preprocess.crop import detect_crop_boxes
-    from vreid.preprocess.train_detector import load_image
+    from vreid.engine.detector import load_image
+    from vreid.inference.crop import detect_crop_boxes
 
     crops, found = [], []
     for start in range(0, len(held_out), 8):

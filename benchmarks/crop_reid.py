@@ -5,7 +5,7 @@
 2. Detector: ``--weights FILE`` (a ``vreid train-detector`` checkpoint or torchvision COCO file),
    else one trained here on the true boxes of the set's *train* images only (the query and gallery
    images it later crops are never seen), ``--detector-epochs`` passes.
-3. ``vreid.pipeline.run_pipeline`` with the preset (default ``demo``: GLAMOR + Counter GLAMOR,
+3. ``vreid.workflows.pipeline.run_pipeline`` with the preset (default ``demo``: GLAMOR + Counter GLAMOR,
    synthetic pre-training, fine-tuning, attributes, re-ranking, track averaging) on the set as it
    is, then with ``crop.enabled=true`` (every image of the real, simulation and attribute sets
    cropped before any training). Everything else is identical.
@@ -27,12 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from vreid.config import load_config
-from vreid.pipeline import resolve_config, run_pipeline
+from vreid.core.config import load_config
+from vreid.workflows.pipeline import resolve_config, run_pipeline
 
 
 def _train_detector(real: Path, out: Path, epochs: int) -> Path:
-    from vreid.preprocess import train_detector
+    from vreid.engine.detector import train_detector
 
     t0 = time.perf_counter()
     result = train_detector(
@@ -52,7 +52,7 @@ def _draw_examples(src: Path, cropped: Path, out: Path, count: int = 8) -> Path:
 
     from PIL import Image, ImageDraw
 
-    from vreid.artefacts import atomic_path
+    from vreid.core.artefacts import atomic_path
 
     with (src / "vehicle_boxes.csv").open() as fh:
         truth = {r["image_name"]: r for r in csv.DictReader(fh) if r["split"] == "query"}

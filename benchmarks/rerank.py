@@ -89,7 +89,7 @@ def child(case: str, feats_path: str, num_query: int, out_path: str, device: str
 
     sys.path.insert(0, str(HERE))
     from reference_rerank import reference_rerank
-    from vreid.retrieval import rerank
+    from vreid.retrieval.reranking import rerank
 
     base = peak_rss_mb()
     feats = np.load(feats_path)

@@ -29,8 +29,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from vreid.engine.losses import ReidLoss
 from vreid.models import build_model
-from vreid.training.losses import ReidLoss
 
 #: row name → (registry name, options)
 MODELS: dict[str, tuple[str, dict[str, str]]] = {

@@ -60,8 +60,8 @@ RANDOM_DETECTOR_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 def random_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from vreid.preprocess import build_detector
-    from vreid.preprocess.train_detector import save_detector_checkpoint
+    from vreid.engine.detector import save_detector_checkpoint
+    from vreid.models.detectors import build_detector
 
     torch.manual_seed(0)
     # small input resolution and few proposals keep the tests fast

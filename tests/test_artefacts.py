@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from vreid.artefacts import atomic_path, write_json_atomic
+from vreid.core.artefacts import atomic_path, write_json_atomic
 
 
 def test_atomic_file_gets_the_permissions_a_plain_open_gives(tmp_path):

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vreid.config import Config, load_config, save_config
-from vreid.errors import ConfigError
+from vreid.core.config import Config, load_config, save_config
+from vreid.core.errors import ConfigError
 
 
 def test_defaults_are_the_papers_values():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vreid.devices import resolve_device
-from vreid.errors import ConfigError
+from vreid.core.devices import resolve_device
+from vreid.core.errors import ConfigError
 
 
 def test_auto_and_explicit_devices():

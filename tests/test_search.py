@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vreid.config import load_config
-from vreid.errors import DatasetError
-from vreid.retrieval import ensemble, pairwise_distances, rerank
-from vreid.retrieval.extract import Extractor
-from vreid.search import search_images
+from vreid.core.config import load_config
+from vreid.core.errors import DatasetError
+from vreid.inference.extract import Extractor
+from vreid.retrieval.distance import ensemble, pairwise_distances
+from vreid.retrieval.reranking import rerank
+from vreid.workflows.search import search_images
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tiny_synth, tmp_path_factory, small_overrides) -> list[Path]:
-    from vreid.training.loop import train
+    from vreid.engine.reid import train
 
     out = []
     for seed in (0, 1):

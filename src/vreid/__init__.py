@@ -12,11 +12,11 @@ __all__ = ["Extractor", "__version__", "search_images"]
 def __getattr__(name: str) -> Any:
     # Lazy so `import vreid` and `vreid --help` do not import torch.
     if name == "Extractor":
-        from vreid.retrieval.extract import Extractor
+        from vreid.inference.extract import Extractor
 
         return Extractor
     if name == "search_images":
-        from vreid.search import search_images
+        from vreid.workflows.search import search_images
 
         return search_images
     raise AttributeError(f"module 'vreid' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from vreid.cli import main
+from vreid.workflows.cli import main
 
 main()

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torchvision
 
-from vreid.datasets.attributes import COLOR_CLASSES, IGNORE_INDEX, TYPE_CLASSES
-from vreid.errors import WeightsError
-from vreid.figures import plot_confusion
+from vreid.core.errors import WeightsError
+from vreid.core.figures import plot_confusion
+from vreid.data.attributes import COLOR_CLASSES, IGNORE_INDEX, TYPE_CLASSES
+from vreid.data.image_datasets import split_holdout
+from vreid.engine.attributes import classification_report
 from vreid.models import build_model, list_models
 from vreid.models.attributes import AttributeModel
-from vreid.training.attributes import classification_report
-from vreid.training.data import split_holdout
 
 
 def test_registered_and_shapes_of_every_output():
@@ -87,7 +87,7 @@ def test_classification_report_matches_hand_count(tmp_path: Path):
 
 
 def test_holdout_is_by_identity_and_seeded():
-    from vreid.datasets import ImageRecord
+    from vreid.data import ImageRecord
 
     recs = [
         ImageRecord(Path(f"/x/{i}.jpg"), f"{i}.jpg", "train", vehicle_id=i % 10, camera=1)

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vreid.datasets import ImageRecord
-from vreid.datasets.attributes import (
+from vreid.core.errors import DatasetError
+from vreid.data import ImageRecord
+from vreid.data.attributes import (
     AIC_COLOR_TO_CLASS,
     AIC_COLORS,
     AIC_TYPE_TO_CLASS,
@@ -19,7 +20,6 @@ from vreid.datasets.attributes import (
     attribute_targets,
     veri_to_aic,
 )
-from vreid.errors import DatasetError
 
 
 def _rec(name: str, color: int | None, type_: int | None) -> ImageRecord:

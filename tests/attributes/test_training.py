@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from vreid.cli import app
-from vreid.config import load_config
-from vreid.datasets import load_dataset
-from vreid.datasets.attributes import COLOR_CLASSES, TYPE_CLASSES
-from vreid.errors import CheckpointError, ConfigError, DatasetError
-from vreid.retrieval.features import load_features
-from vreid.training.attributes import extract_attribute_features, train_attributes
-from vreid.training.checkpoint import save_checkpoint
+from vreid.core.config import load_config
+from vreid.core.errors import CheckpointError, ConfigError, DatasetError
+from vreid.data import load_dataset
+from vreid.data.attributes import COLOR_CLASSES, TYPE_CLASSES
+from vreid.engine.attributes import train_attributes
+from vreid.inference.attributes import extract_attribute_features
+from vreid.inference.features import load_features
+from vreid.models.checkpoint import save_checkpoint
+from vreid.workflows.cli import app
 
 # Small and fast: resnet18 trunk, 32×32 images, a couple of iterations per step.
 TINY = [
@@ -111,12 +112,12 @@ def test_extract_attributes_writes_features_and_probabilities(tiny_run: Path, ti
     again = _run(["extract", str(ckpt), str(real), "--out", str(out), "--attributes", "-q"])
     assert again.exit_code != 0
     # the features are what `vreid rank --attributes` takes as metadata
-    from vreid.retrieval.ranking import rank_split
+    from vreid.workflows.rank import rank_split
 
     for split in ("query", "gallery"):
         names = [r.name for r in data[split]]
         rng = np.random.default_rng(0)
-        from vreid.retrieval.features import save_features
+        from vreid.inference.features import save_features
 
         save_features(out / "reid" / split, rng.normal(size=(len(names), 8)), names)
     cfg = load_config(None, ["retrieval.rerank=false"])

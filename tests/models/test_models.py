@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from vreid.errors import ConfigError, WeightsError
+from vreid.core.errors import ConfigError, WeightsError
 from vreid.models import (
     CBAM,
     Glamor,
@@ -309,7 +309,7 @@ def test_imagenet_weights_from_torch_hub_cache(tmp_path) -> None:
 
 
 def test_glamor_fits_a_fixed_batch_with_reid_loss() -> None:
-    from vreid.training.losses import ReidLoss
+    from vreid.engine.losses import ReidLoss
 
     model = build_model("glamor", 4, backbone="resnet18").train()
     x = torch.randn(8, 3, 32, 64)
@@ -329,7 +329,7 @@ def test_glamor_fits_a_fixed_batch_with_reid_loss() -> None:
 
 
 def test_channels_last_and_bf16_autocast() -> None:
-    from vreid.training.losses import ReidLoss
+    from vreid.engine.losses import ReidLoss
 
     model = build_model("counter_glamor", 4, backbone="resnet18").eval()
     x = torch.randn(2, 3, 32, 64)

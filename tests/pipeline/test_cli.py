@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from vreid.cli import app
+from vreid.workflows.cli import app
 
 runner = CliRunner()
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from report_pages import parse_report
 
-from vreid.config import load_config
-from vreid.errors import ConfigError
-from vreid.pipeline import list_presets, resolve_config, run_pipeline
+from vreid.core.config import load_config
+from vreid.core.errors import ConfigError
+from vreid.workflows.pipeline import list_presets, resolve_config, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE_KEYS = [

@@ -13,8 +13,14 @@ import torch
 from PIL import Image
 from report_pages import parse_report
 
-from vreid.config import load_config
-from vreid.pipeline import RunContext, build_stages, resolve_config, run_pipeline, stage_data
+from vreid.core.config import load_config
+from vreid.workflows.pipeline import (
+    RunContext,
+    build_stages,
+    resolve_config,
+    run_pipeline,
+    stage_data,
+)
 
 
 def _crop_boxes(root: Path) -> dict[str, tuple[int, int, int, int, str]]:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from vreid.config import load_config
-from vreid.pipeline import resolve_config, run_pipeline
+from vreid.core.config import load_config
+from vreid.workflows.pipeline import resolve_config, run_pipeline
 
 SRC_ROOT = Path(__file__).resolve().parents[2] / "src"
 EPOCHS = 12
@@ -77,9 +77,9 @@ def test_killed_training_stage_resumes_to_the_uninterrupted_weights(tiny_synth, 
 
 @pytest.mark.slow
 def test_best_checkpoint_is_chosen_on_validation_identities(tiny_synth, tmp_path):
-    from vreid.errors import ConfigError
-    from vreid.pipeline import build_stages
-    from vreid.retrieval.extract import Extractor
+    from vreid.core.errors import ConfigError
+    from vreid.inference.extract import Extractor
+    from vreid.workflows.pipeline import build_stages
 
     overrides = [
         f"data.root={tiny_synth / 'real'}",

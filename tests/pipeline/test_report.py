@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from report_pages import parse_report
 
-from vreid.report import build_report
-from vreid.report.html import results_table_rows
-from vreid.report.plots import read_scalars
-from vreid.report.ranklist import average_precision_per_query, select_best_and_worst
+from vreid.workflows.report import build_report
+from vreid.workflows.report.html import results_table_rows
+from vreid.workflows.report.plots import read_scalars
+from vreid.workflows.report.ranklist import average_precision_per_query, select_best_and_worst
 
 
 def test_average_precision_matches_hand_computation():
@@ -141,7 +141,7 @@ def test_read_scalars_from_tensorboard(tmp_path: Path):
 
 
 def test_missing_metrics_is_a_clear_error(tmp_path: Path):
-    from vreid.errors import VreidError
+    from vreid.core.errors import VreidError
 
     with pytest.raises(VreidError, match=r"metrics\.json"):
         build_report(tmp_path)

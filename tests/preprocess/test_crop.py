@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vreid.datasets import load_dataset
-from vreid.errors import ConfigError, DatasetError, WeightsError
-from vreid.preprocess import crop_dataset, crop_folder
+from vreid.core.errors import ConfigError, DatasetError, WeightsError
+from vreid.data import load_dataset
+from vreid.inference.crop import crop_dataset, crop_folder
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 SRC_ROOT = Path(__file__).resolve().parents[2] / "src"
@@ -203,7 +203,7 @@ def test_killed_run_leaves_no_partial_file_and_resumes(random_detector, tmp_path
     src = _noise_folder(tmp_path / "src", 16, size=(96, 64))
     dst = tmp_path / "dst"
     code = (
-        "import sys; from vreid.preprocess import crop_folder; "
+        "import sys; from vreid.inference.crop import crop_folder; "
         "crop_folder(sys.argv[1], sys.argv[2], weights=sys.argv[3], min_score=0.3, "
         "device='cpu', batch_size=1, progress=False)"
     )
@@ -269,7 +269,7 @@ def test_bad_inputs(tiny_synth, random_detector, tmp_path):
 def test_cli_crop_folder_and_error_line(random_detector, tmp_path, vreid_cli):
     from typer.testing import CliRunner
 
-    from vreid.cli import app
+    from vreid.workflows.cli import app
 
     src = _noise_folder(tmp_path / "src", 2)
     result = CliRunner().invoke(
@@ -289,7 +289,7 @@ def test_cli_crop_folder_and_error_line(random_detector, tmp_path, vreid_cli):
 
 
 def test_journal_with_a_torn_last_line(tmp_path):
-    from vreid.preprocess.crop import _read_box_file
+    from vreid.inference.crop import _read_box_file
 
     journal = tmp_path / ".crop_progress.csv"
     journal.write_text("a.jpg,1,2,30,40,1,0.9000,64,48\nb.jpg,0,0,64,48,0,0.0000,64,4")

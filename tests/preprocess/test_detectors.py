@@ -10,14 +10,9 @@ import hashlib
 import pytest
 import torch
 
-from vreid.errors import ConfigError, WeightsError
-from vreid.preprocess.detectors import (
-    build_detector,
-    coco_cache_path,
-    detector_names,
-    load_detector,
-)
-from vreid.preprocess.train_detector import save_detector_checkpoint
+from vreid.core.errors import ConfigError, WeightsError
+from vreid.engine.detector import save_detector_checkpoint
+from vreid.models.detectors import build_detector, coco_cache_path, detector_names, load_detector
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 COCO_FILE = "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth"

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vreid.preprocess.select import (
+from vreid.inference.select import (
     box_iou,
     expand_boxes,
     flatten_detections,

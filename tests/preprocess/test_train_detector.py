@@ -12,9 +12,10 @@ import shutil
 import pytest
 import torch
 
-from vreid.errors import ConfigError, DatasetError, VreidError, WeightsError
-from vreid.preprocess import build_detector, crop_folder, load_detector, train_detector
-from vreid.preprocess.train_detector import read_true_boxes
+from vreid.core.errors import ConfigError, DatasetError, VreidError, WeightsError
+from vreid.engine.detector import read_true_boxes, train_detector
+from vreid.inference.crop import crop_folder
+from vreid.models.detectors import build_detector, load_detector
 
 ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vreid.retrieval import evaluate
+from vreid.retrieval.metrics import evaluate
 
 
 def brute_force(dist, qid, gid, qcam, gcam, protocol, max_rank):

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from vreid.cli import app
-from vreid.datasets import ImageRecord, load_dataset, write_aic
-from vreid.errors import FeatureFileError
-from vreid.retrieval import check_submission, evaluate, rerank, save_features
-from vreid.retrieval.ranking import rank_split
+from vreid.core.errors import FeatureFileError
+from vreid.data import ImageRecord, load_dataset, write_aic
+from vreid.inference.features import save_features
+from vreid.retrieval.metrics import evaluate
+from vreid.retrieval.reranking import rerank
+from vreid.retrieval.submission import check_submission
+from vreid.workflows.cli import app
+from vreid.workflows.rank import rank_split
 
 NUM_IDS, PER_ID = 12, 6
 
@@ -109,7 +112,7 @@ def test_rank_cli_writes_everything(split):
 
 def test_rank_split_matches_the_api(split):
     root, tmp, _ds, feats = split
-    from vreid.config import load_config
+    from vreid.core.config import load_config
 
     cfg = load_config(None, ["retrieval.track_average=false", "retrieval.k1=6", "retrieval.k2=3"])
     res = rank_split([tmp / "features/glamor"], root, tmp / "out", config=cfg)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from reference_rerank import reference_rerank
-from vreid.retrieval import original_distance, rerank
+from vreid.retrieval.reranking import original_distance, rerank
 
 
 def quantise(x: np.ndarray) -> np.ndarray:

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vreid.errors import SubmissionError
-from vreid.retrieval import (
-    average_by_track,
-    check_submission,
-    ensemble,
-    pairwise_distances,
-    write_submission,
-)
-from vreid.retrieval.submission import top_indices
+from vreid.core.errors import SubmissionError
+from vreid.retrieval.distance import ensemble, pairwise_distances
+from vreid.retrieval.submission import check_submission, top_indices, write_submission
+from vreid.retrieval.tracks import average_by_track
 
 
 def test_average_by_track_brute_force():

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from vreid.cli import app
-from vreid.errors import DatasetError
-from vreid.synth.calibration import calibration_report, colour_histogram_features
+from vreid.core.errors import DatasetError
+from vreid.workflows.calibration import calibration_report, colour_histogram_features
+from vreid.workflows.cli import app
 
 
 def test_colour_histograms_separate_colours(tmp_path: Path) -> None:

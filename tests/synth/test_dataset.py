@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid.datasets import load_dataset
-from vreid.errors import ConfigError, VreidError
+from vreid.core.errors import ConfigError, VreidError
+from vreid.data import load_dataset
 from vreid.synth import generate
 
 

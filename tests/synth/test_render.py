@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid.datasets.attributes import AIC_COLORS
+from vreid.data.attributes import AIC_COLORS
 from vreid.synth import plan_dataset
 from vreid.synth.camera import CameraSpec, sample_camera
 from vreid.synth.render import FrameSpec, Renderer
@@ -72,7 +72,7 @@ def test_rendered_body_colour_matches_label(color: str) -> None:
 
 def test_dataset_colour_labels_match_pixels_on_disk(tiny_synth: Path) -> None:
     """Re-render the tiny set's simulation images with a mask; the JPEG's body hue fits colorID."""
-    from vreid.datasets import load_dataset
+    from vreid.data import load_dataset
 
     plan = plan_dataset(tiny_synth, preset="tiny", seed=0)
     renderer = Renderer(plan.vehicles, plan.cameras, (256, 256))

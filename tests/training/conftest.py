@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vreid.config import Config, load_config
-from vreid.datasets import ReidDataset, load_dataset
+from vreid.core.config import Config, load_config
+from vreid.data import ReidDataset, load_dataset
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def synth_real(tiny_synth: Path) -> ReidDataset:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synth_real, small_config):
     """A run of one short epoch on the tiny synthetic set (its TrainResult)."""
-    from vreid.training.loop import train
+    from vreid.engine.reid import train
 
     out = tmp_path_factory.mktemp("trained") / "run"
     return train(small_config(synth_real.root), out, dataset=synth_real, progress=False)

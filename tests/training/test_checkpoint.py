@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vreid.errors import CheckpointError, DatasetError
-from vreid.training.checkpoint import (
+from vreid.core.errors import CheckpointError, DatasetError
+from vreid.data.image_datasets import ReidImageDataset, label_map
+from vreid.data.transforms import build_transforms
+from vreid.models.checkpoint import (
     check_arch,
     load_checkpoint,
     load_model,
@@ -19,8 +21,6 @@ from vreid.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from vreid.training.data import ReidImageDataset, label_map
-from vreid.training.transforms import build_transforms
 
 
 def test_checkpoint_holds_what_resume_needs(trained_run):

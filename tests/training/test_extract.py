@@ -10,10 +10,10 @@ import torch
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from vreid.cli import app
-from vreid.errors import CheckpointError
-from vreid.retrieval import Extractor, load_features
-from vreid.retrieval.extract import extract_split
+from vreid.core.errors import CheckpointError
+from vreid.inference.extract import Extractor, extract_split
+from vreid.inference.features import load_features
+from vreid.workflows.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vreid.errors import CheckpointError, ConfigError, DatasetError
+from vreid.core.errors import CheckpointError, ConfigError, DatasetError
+from vreid.data.image_datasets import holdout_query_gallery
+from vreid.engine.evaluation import evaluate_model
+from vreid.engine.reid import train
 from vreid.models import build_model
-from vreid.training.checkpoint import load_checkpoint, load_model
-from vreid.training.data import holdout_query_gallery
-from vreid.training.evaluation import evaluate_model
-from vreid.training.loop import train
+from vreid.models.checkpoint import load_checkpoint, load_model
 
 
 def _map_of(model, query, gallery, image_size) -> float:
@@ -53,7 +53,7 @@ def test_training_lowers_the_loss_and_raises_map(tmp_path, synth_real, small_con
     untrained = build_model("glamor", n_ids, backbone="resnet18")
     seen_before = _map_of(untrained, query, gallery, size)
 
-    with caplog.at_level(logging.INFO, logger="vreid.training"):
+    with caplog.at_level(logging.INFO, logger="vreid.engine"):
         result = train(cfg, tmp_path / "run", dataset=seen_ids, progress=False)
     assert "best.pt use the query/gallery (test) split" in caplog.text
 
@@ -82,7 +82,7 @@ def test_validation_identities_evaluate_and_choose_best_pt_without_test_data(
     cfg = small_config(
         synth_real.root, "train.epochs=2", "train.eval_every=1", "train.val_fraction=0.25"
     )
-    with caplog.at_level(logging.INFO, logger="vreid.training"):
+    with caplog.at_level(logging.INFO, logger="vreid.engine"):
         result = train(cfg, tmp_path / "run", dataset=train_only, progress=False)
     assert "evaluation and best.pt use them, not query/gallery" in caplog.text
     assert "(test) split" not in caplog.text
@@ -276,7 +276,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "vreid.cli",
+        "vreid.workflows.cli",
         "train",
         "--out",
         str(out),

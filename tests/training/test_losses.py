@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vreid.training.losses import CrossEntropyLabelSmooth, ReidLoss, TripletLoss
+from vreid.engine.losses import CrossEntropyLabelSmooth, ReidLoss, TripletLoss
 
 
 def brute_batch_hard(feats: torch.Tensor, labels: list[int], margin: float, soft: bool) -> float:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
-from vreid.errors import ConfigError
-from vreid.training.sampler import PKSampler
+from vreid.core.errors import ConfigError
+from vreid.data.sampler import PKSampler
 
 
 def uneven_labels(n_ids: int = 30, seed: int = 1) -> list[int]:

@@ -8,8 +8,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from vreid.errors import ConfigError
-from vreid.training.transforms import (
+from vreid.core.errors import ConfigError
+from vreid.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_PCA_EIGVAL,
     IMAGENET_PCA_EIGVEC,

@@ -1,7 +1,7 @@
 """The attribute model (paper section 3.2.2): a torchvision backbone with a re-id head and two
 attribute heads, colour and type.
 
-Training runs in two steps (:mod:`vreid.training.attributes`): re-id first (triplet + softmax on
+Training runs in two steps (:mod:`vreid.engine.attributes`): re-id first (triplet + softmax on
 the re-id head, the same contract as every re-id model), then softmax-only fine-tuning of the
 colour and type heads. Each attribute head is an embedding layer (Linear → BN → ReLU, the
 *penultimate features* used by the metadata re-ranking) followed by a linear classifier.
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vreid.datasets.attributes import COLOR_CLASSES, TYPE_CLASSES
-from vreid.errors import ConfigError
+from vreid.core.errors import ConfigError
+from vreid.data.attributes import COLOR_CLASSES, TYPE_CLASSES
 from vreid.models.common import (
     BNNeckHead,
     EvalFeatures,
@@ -86,7 +86,7 @@ class AttributeModel(ReidHeadMixin, nn.Module):
         pretrained: trunk weights as for every model here: ``None`` → scratch; ``"auto"`` →
             torchvision's ImageNet weights from the torch hub cache when present, else scratch
             (said in the log and in :attr:`weights_message`); ``"imagenet"`` → those weights or a
-            :class:`~vreid.errors.WeightsError`; anything else → a weights file path.
+            :class:`~vreid.core.errors.WeightsError`; anything else → a weights file path.
         last_stride: stride of the trunk's last stage (1 or 2).
         eval_features: ``"neck"`` or ``"pre_neck"``: the re-id features eval mode returns.
         embed_dim: width E of each attribute head's embedding layer.

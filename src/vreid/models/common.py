@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from vreid.errors import ConfigError, WeightsError
+from vreid.core.errors import ConfigError, WeightsError
 
 log = logging.getLogger("vreid.models")
 

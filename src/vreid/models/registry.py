@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from vreid.errors import ConfigError
+from vreid.core.errors import ConfigError
 
 ModelBuilder = Callable[..., nn.Module]
 

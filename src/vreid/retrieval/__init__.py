@@ -1,4 +1,4 @@
-"""Retrieval: feature files, distances, k-reciprocal re-ranking, track averaging, metrics, submissions.
+"""Retrieval: distances, k-reciprocal re-ranking, track averaging, metrics, submissions.
 
 Names are imported lazily so that importing :mod:`vreid.retrieval` stays cheap. The re-ranking
 function lives in ``reranking.py`` (not ``rerank.py``): a submodule named like the function would
@@ -11,8 +11,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "save_features": "vreid.retrieval.features",
-    "load_features": "vreid.retrieval.features",
     "pairwise_distances": "vreid.retrieval.distance",
     "ensemble": "vreid.retrieval.distance",
     "rerank": "vreid.retrieval.reranking",
@@ -21,7 +19,6 @@ _EXPORTS = {
     "evaluate": "vreid.retrieval.metrics",
     "write_submission": "vreid.retrieval.submission",
     "check_submission": "vreid.retrieval.submission",
-    "Extractor": "vreid.retrieval.extract",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vreid.devices import resolve_device
+from vreid.core.devices import resolve_device
 
 ArrayLike = np.ndarray | torch.Tensor
 MetadataTriple = tuple[ArrayLike, ArrayLike, float]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vreid.artefacts import write_text_atomic
-from vreid.errors import SubmissionError
+from vreid.core.artefacts import write_text_atomic
+from vreid.core.errors import SubmissionError
 
 TOP = 100
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vreid.artefacts import write_text_atomic
-from vreid.datasets.aic import write_aic
-from vreid.datasets.records import ImageRecord
-from vreid.errors import ConfigError, VreidError
+from vreid.core.artefacts import write_text_atomic
+from vreid.core.errors import ConfigError, VreidError
+from vreid.data.aic import write_aic
+from vreid.data.records import ImageRecord
 from vreid.synth.camera import CameraSpec, sample_camera
 from vreid.synth.render import FrameSpec, Renderer, save_background
 from vreid.synth.vehicles import VehicleSpec, sample_vehicle
@@ -591,7 +591,7 @@ def _render_with_progress(
 ) -> np.ndarray:
     if not progress:
         return render_tasks(plan, size, workers=workers)
-    from vreid.progress import progress_bar
+    from vreid.core.progress import progress_bar
 
     with progress_bar() as bar:
         job = bar.add_task("rendering", total=len(plan.tasks), info="images")

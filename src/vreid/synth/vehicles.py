@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vreid.datasets.attributes import AIC_COLORS, AIC_TYPES
+from vreid.data.attributes import AIC_COLORS, AIC_TYPES
 
 # Base RGB (0..1) of each AIC colour id; identities perturb them a little (see ``sample_vehicle``).
 COLOR_RGB: dict[str, tuple[float, float, float]] = {

@@ -1,0 +1,120 @@
+"""Atomic artefact writing and run directories.
+
+Every artefact is written to a temporary file in the destination folder and renamed into place, so
+an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vreid.core.errors import VreidError
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0o644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()  # read once: os.umask can only be read by setting it
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file keeps ``path``'s suffix so libraries that choose a format by extension
+    (numpy, Pillow, matplotlib) still work. The file ends up with the permissions a plain
+    ``open()`` would give it (``mkstemp`` makes it private to its owner, which would hide
+    reports, crops and checkpoints from the rest of a team on a shared machine).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_npy_atomic(path: str | os.PathLike[str], array: Any) -> Path:
+    """Write ``array`` as a ``.npy`` file at ``path`` atomically and return the path."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def new_run_dir(base: str | os.PathLike[str], name: str, *, resume: bool = False) -> Path:
+    """Create ``base/name`` for a new run.
+
+    An existing, non-empty run directory is never reused silently: with ``resume=False`` a fresh
+    sibling ``name-2``, ``name-3`` … is created instead; with ``resume=True`` the existing one is
+    returned so the run can continue.
+    """
+    base = Path(base)
+    candidate = base / name
+    if resume or not candidate.exists() or not any(candidate.iterdir()):
+        candidate.mkdir(parents=True, exist_ok=True)
+        return candidate
+    i = 2
+    while (base / f"{name}-{i}").exists():
+        i += 1
+    candidate = base / f"{name}-{i}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def refuse_overwrite(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Raise when ``path`` exists and the caller did not ask to overwrite it."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise VreidError(
+            f"{p} already exists; pass --overwrite to replace it or choose another path"
+        )
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
+    """Save a matplotlib figure to ``path`` atomically, close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kwargs)
+    plt.close(fig)
+    return path

@@ -1,0 +1,154 @@
+"""Format detection and the one entry point every stage uses: :func:`load_dataset`."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
+from vreid.data.records import ReidDataset
+from vreid.core.errors import DatasetError
+
+if TYPE_CHECKING:
+    from vreid.core.config import DataConfig
+
+FORMATS: tuple[str, ...] = (
+    "aic20",
+    "aic20-sim",
+    "aic21",
+    "aic21-sim",
+    "veri776",
+    "vehicleid",
+    "folder",
+)
+"""Every format :func:`load_dataset` reads (besides ``auto``)."""
+
+_VERI_MARKERS = ("list_color.txt", "list_type.txt", "gt_index.txt", "jk_index.txt", "camera_ID.txt")
+_VERI_NAME = re.compile(r"^\d+_c\d+_\d+_\d+\.\w+$")
+_FOLDER_SPLITS = ("train", "query", "gallery")
+
+
+def _first_image_name(root: Path) -> str | None:
+    name_file = root / "name_train.txt"
+    if name_file.is_file():
+        with name_file.open("rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    return raw.strip().decode("utf-8", "replace")
+    folder = root / "image_train"
+    if folder.is_dir():
+        with os.scandir(folder) as it:
+            for entry in it:
+                return entry.name
+    return None
+
+
+def detect_format(root: str | os.PathLike[str]) -> str:
+    """Guess the format of the dataset under ``root`` from the files it holds.
+
+    Raises :class:`DatasetError` listing the known formats when nothing matches.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a directory")
+    has = lambda name: (root / name).exists()  # noqa: E731
+    if (root / "train_test_split").is_dir() and (root / "image").is_dir():
+        return "vehicleid"
+    if any(has(m) for m in _VERI_MARKERS):
+        return "veri776"
+    if (root / SIM21_IMAGE_DIR).is_dir():
+        return "aic21-sim"
+    image_dirs = {s: (root / d).is_dir() for s, d in AIC_IMAGE_DIRS.items()}
+    if any(image_dirs.values()):
+        first = _first_image_name(root)
+        if first is not None and _VERI_NAME.match(first) and not has("query_label.xml"):
+            return "veri776"
+        if image_dirs["train"] and not image_dirs["query"] and not image_dirs["gallery"]:
+            return "aic20-sim"
+        if (
+            not has("name_query.txt")
+            and not has("name_test.txt")
+            and (has("query_label.xml") or has("test_label.xml") or has("test_track.txt"))
+        ):
+            return "aic21"
+        return "aic20"
+    if any((root / s).is_dir() for s in _FOLDER_SPLITS):
+        return "folder"
+    raise DatasetError(
+        f"{root}: unknown dataset format; known formats: {', '.join(FORMATS)} "
+        "(see docs/readme/datasets.md for the layout each expects), or pass --format"
+    )
+
+
+def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: Any) -> ReidDataset:
+    """Read the dataset under ``root`` into :class:`ReidDataset` (records per split, file order).
+
+    ``format``: ``auto`` (detect) or one of :data:`FORMATS`. Options: ``vehicleid`` takes
+    ``test_size`` (800/1600/2400), ``draw`` (0–9) and ``seed``; ``folder`` takes ``csv`` (a path
+    to a per-image CSV of camera/track/colour/type).
+    :func:`load_with_options` takes every option and passes on those of the format read. Bad input raises :class:`DatasetError`
+    naming the file (and line) and what is wrong. Images are stat-checked, not opened (see
+    :func:`vreid.data.check_images`).
+    """
+    root = Path(root)
+    if format == "auto":
+        format = detect_format(root)
+    if format not in FORMATS:
+        raise DatasetError(
+            f"{root}: unknown dataset format {format!r}; known formats: auto, {', '.join(FORMATS)}"
+        )
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root is not a directory")
+    if format.startswith("aic"):
+        if options:
+            raise DatasetError(f"format {format} takes no options, got {sorted(options)}")
+        return read_aic(root, format)
+    if format == "veri776":
+        from vreid.data.veri import read_veri
+
+        return read_veri(root, **options)
+    if format == "vehicleid":
+        from vreid.data.vehicleid import read_vehicleid
+
+        return read_vehicleid(root, **options)
+    from vreid.data.folder import read_folder
+
+    return read_folder(root, **options)
+
+
+def load_with_options(
+    root: str | os.PathLike[str],
+    format: str = "auto",
+    *,
+    test_size: int = 800,
+    draw: int = 0,
+    seed: int = 0,
+    csv: str | os.PathLike[str] | None = None,
+) -> ReidDataset:
+    """:func:`load_dataset` given every format's options; only the read format's are used
+    (``test_size``/``draw``/``seed`` for VehicleID, ``csv`` for the folder layout)."""
+    if format == "auto":
+        format = detect_format(root)
+    options: dict[str, Any] = {}
+    if format == "vehicleid":
+        options = {"test_size": test_size, "draw": draw, "seed": seed}
+    elif format == "folder" and csv is not None:
+        options = {"csv": csv}
+    return load_dataset(root, format, **options)
+
+
+def load_from_config(data: DataConfig, root: str | os.PathLike[str] | None = None) -> ReidDataset:
+    """:func:`load_dataset` on ``root`` (default ``data.root``) with the options of ``data``."""
+    root = root if root is not None else data.root
+    if root is None:
+        raise DatasetError("data.root is not set; pass --set data.root=PATH")
+    return load_with_options(
+        root,
+        data.format,
+        test_size=data.vehicleid_test_size,
+        draw=data.vehicleid_draw,
+        seed=data.vehicleid_seed,
+        csv=data.folder_csv,
+    )

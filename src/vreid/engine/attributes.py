@@ -1,0 +1,477 @@
+"""Training and feature extraction of the attribute model (paper sections 3.2.2 and 4).
+
+:func:`train_attributes` runs the paper's two steps on a dataset with colour/type labels (AIC
+simulation XML, VeRi-776 label files, our synthetic data):
+
+1. **re-id** — the attribute model's backbone and re-id head learn identities with triplet +
+   softmax through the team's training loop (:func:`vreid.engine.reid.train`);
+2. **attributes** — softmax-only fine-tuning of the colour and type heads (paper: lr 0.002, × 0.5
+   every 20 epochs), with the clustered classes of :mod:`vreid.data.attributes` (images of an
+   excluded colour are left out of the colour loss).
+
+A seeded fraction of the labelled *identities* is held out of both steps; the per-class accuracy
+and confusion matrices on them are written as ``attribute_metrics.json`` and
+``confusion_{color,type}.png``.
+
+:func:`extract_attribute_features` writes, per head, the penultimate features (the metadata
+re-ranking uses Euclidean distances between them) and the predicted class probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vreid.core.artefacts import new_run_dir, write_json_atomic, write_text_atomic
+from vreid.core.config import Config, save_config
+from vreid.core.devices import resolve_device
+from vreid.core.errors import ConfigError, DatasetError
+from vreid.core.figures import plot_confusion
+from vreid.data import ImageRecord, load_dataset
+from vreid.data.attributes import ATTRIBUTE_CLASSES, IGNORE_INDEX, attribute_targets
+from vreid.data.image_datasets import holdout_query_gallery, split_holdout
+from vreid.inference.attributes import (
+    ATTRIBUTE_CHECKPOINT,
+    attribute_arch,
+    attribute_transforms,
+    predict_attributes,
+)
+from vreid.models.attributes import AttributeModel
+
+log = logging.getLogger("vreid.engine")
+
+HEADS: tuple[str, ...] = ("color", "type")
+
+
+@dataclass
+class AttributeTrainResult:
+    """What :func:`train_attributes` produced."""
+
+    out_dir: Path
+    checkpoint: Path
+    """The final checkpoint (re-id head and, when labels exist, trained attribute heads)."""
+    heads_trained: bool
+    """False when the data had no colour/type labels (only the re-id step ran)."""
+    metrics: dict[str, Any] | None = None
+    """Content of ``attribute_metrics.json`` (held-out accuracies under ``color``/``type``)."""
+    holdout_ids: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+"""``attributes.augment=light``: keep the enlarge-and-crop and the flip, drop colour changes and erasing."""
+
+
+# ---------------------------------------------------------------------------------------------
+# step 2: softmax-only fine-tuning of the colour and type heads
+
+
+def _head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the non-ignored targets; 0 (with a graph) when all are ignored."""
+    kept = target != IGNORE_INDEX
+    if not bool(kept.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[kept], target[kept])
+
+
+def finetune_heads(
+    model: AttributeModel,
+    records: Sequence[ImageRecord],
+    targets: dict[str, np.ndarray],
+    config: Config,
+    *,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Step 2: train the colour and type heads with softmax alone (in place).
+
+    ``targets``: ``{"color": (N,), "type": (N,)}`` class indices, :data:`IGNORE_INDEX` where an
+    image is left out of that head's loss (images with neither label are skipped). Keys used:
+    ``attributes.{epochs, lr, step_size, gamma, optimizer, weight_decay, batch_size,
+    finetune_backbone, image_size}``, ``train.{device, num_workers}``. Returns one
+    ``{"loss", "color", "type", "lr"}`` mean per epoch.
+    """
+    from vreid.core.progress import progress_bar
+    from vreid.data.image_datasets import ReidImageDataset
+
+    cfg = config.attributes
+    dev = resolve_device(config.train.device, setting="train.device")
+    model.to(dev)
+    keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
+    if len(keep) < 2:
+        raise DatasetError("attribute fine-tuning needs at least two labelled training images")
+    recs = [records[i] for i in keep]
+    target_t = {k: torch.from_numpy(v[keep]) for k, v in targets.items()}
+    data = ReidImageDataset(
+        recs,
+        attribute_transforms(cfg.image_size, train=True, augment=cfg.augment),
+        require_ids=False,
+    )
+    loader = DataLoader(
+        data,
+        batch_size=min(cfg.batch_size, len(recs)),
+        shuffle=True,
+        drop_last=True,  # BatchNorm needs more than one sample per batch
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=config.train.num_workers,
+        pin_memory=dev.type == "cuda",
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    modules: list[nn.Module] = [model.color_head, model.type_head]
+    if cfg.finetune_backbone:
+        modules.append(model.trunk)
+    trainable = [p for m in modules for p in m.parameters()]
+    for p in trainable:
+        p.requires_grad_(True)
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            trainable, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    else:
+        opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    history: list[dict[str, float]] = []
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task(
+                "attribute heads", total=cfg.epochs * len(loader), info="colour+type softmax"
+            )
+            for epoch in range(cfg.epochs):
+                model.train()
+                if not cfg.finetune_backbone:
+                    model.trunk.eval()  # frozen: keep its BatchNorm statistics
+                lr = opt.param_groups[0]["lr"]
+                sums = torch.zeros(3, dtype=torch.float64)
+                for images, _, index in loader:
+                    out = model.attributes(images.to(dev, non_blocking=True))
+                    lc = _head_loss(out.color_logits, target_t["color"][index].to(dev))
+                    lt = _head_loss(out.type_logits, target_t["type"][index].to(dev))
+                    loss = lc + lt
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sums += torch.tensor([loss.item(), lc.item(), lt.item()], dtype=torch.float64)
+                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs}")
+                sched.step()
+                n = max(len(loader), 1)
+                rec = {
+                    "epoch": epoch + 1,
+                    "loss": sums[0].item() / n,
+                    "color": sums[1].item() / n,
+                    "type": sums[2].item() / n,
+                    "lr": lr,
+                }
+                history.append(rec)
+                log.info(
+                    "attribute heads epoch %d/%d: loss %.4f (colour %.4f, type %.4f), lr %.2e",
+                    epoch + 1,
+                    cfg.epochs,
+                    rec["loss"],
+                    rec["color"],
+                    rec["type"],
+                    lr,
+                )
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.head.neck.bias.requires_grad_(False)
+        model.eval()
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs of the heads, accuracy, confusion matrices
+
+
+def classification_report(
+    probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (recall) and confusion matrix of one head.
+
+    ``probs`` (N, C), ``targets`` (N,); rows whose target is :data:`IGNORE_INDEX` are left out.
+    The confusion matrix has true classes as rows and predictions as columns.
+    ``balanced_accuracy`` is the mean per-class accuracy over the classes present;
+    ``balanced_chance`` (1 / classes present) is what any constant answer gets on it.
+    ``majority_baseline`` is the accuracy of always answering the most frequent class of these
+    images; ``uniform_chance`` is 1/C.
+    """
+    kept = targets != IGNORE_INDEX
+    y = targets[kept].astype(np.int64)
+    c = len(classes)
+    pred = probs[kept].argmax(1).astype(np.int64)
+    confusion = np.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+    support = confusion.sum(1)
+    correct = np.diag(confusion)
+    per_class = {
+        name: (float(correct[i] / support[i]) if support[i] else None)
+        for i, name in enumerate(classes)
+    }
+    n = int(kept.sum())
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "classes": list(classes),
+        "images": n,
+        "accuracy": float(correct.sum() / n) if n else None,
+        "balanced_accuracy": float(np.mean(present)) if present else None,
+        "balanced_chance": 1.0 / len(present) if present else None,
+        "majority_baseline": float(support.max() / n) if n else None,
+        "uniform_chance": 1.0 / c,
+        "per_class_accuracy": per_class,
+        "support": {name: int(support[i]) for i, name in enumerate(classes)},
+        "confusion": confusion.tolist(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def _labelled_root(config: Config) -> Path:
+    root = config.attributes.data_root or config.data.sim_root
+    if root is None:
+        raise ConfigError(
+            "attributes.data_root (or data.sim_root) is not set: the attribute model needs a "
+            "dataset with colour/type labels (AIC simulation layout or VeRi-776)"
+        )
+    return Path(root)
+
+
+def reid_step_config(config: Config) -> Config:
+    """The config of step 1: ``model`` = the attribute model (``attributes.backbone`` …), ``train``
+    with the ``attributes.reid_*`` schedule; every other key as given."""
+    a = config.attributes
+    model = config.model.model_copy(
+        update={
+            "name": "attributes",
+            "backbone": a.backbone,
+            "pretrained": a.pretrained,
+            "last_stride": a.last_stride,
+            "image_size": a.image_size,
+        }
+    )
+    train = config.train.model_copy(
+        update={
+            "epochs": a.reid_epochs,
+            "lr": a.reid_lr,
+            "step_size": a.reid_step_size,
+            "gamma": a.reid_gamma,
+            "seed": a.seed,
+        }
+    )
+    return config.model_copy(update={"model": model, "train": train})
+
+
+def _build(config: Config, num_ids: int, *, pretrained: bool) -> AttributeModel:
+    from vreid.models import build_model
+
+    a = config.attributes
+    model = build_model(
+        "attributes",
+        num_ids,
+        backbone=a.backbone,
+        last_stride=a.last_stride,
+        eval_features=config.model.eval_features,
+        pretrained=a.pretrained if pretrained else None,
+        embed_dim=a.embed_dim,
+    )
+    assert isinstance(model, AttributeModel)
+    return model
+
+
+def _train_reid_step(
+    config: Config,
+    root: Path,
+    fmt: str,
+    train_recs: Sequence[ImageRecord],
+    held_recs: Sequence[ImageRecord],
+    out_dir: Path,
+    *,
+    progress: bool,
+) -> tuple[AttributeModel, dict[str, Any]]:
+    """Step 1: re-id training of the attribute model with :func:`vreid.engine.reid.train`.
+
+    The held-out identities form the loop's query/gallery (its mAP is reported in ``reid/``).
+    Returns the model (attribute heads at their initialisation) and a summary.
+    """
+    from vreid.data import ReidDataset
+    from vreid.engine.reid import train
+    from vreid.models.checkpoint import load_checkpoint, load_state_dict_checked
+
+    query, gallery = holdout_query_gallery(held_recs)
+    splits = {"train": list(train_recs)}
+    if query and gallery:
+        splits.update(query=query, gallery=gallery)
+    dataset = ReidDataset(root=root, format=fmt, splits=splits)
+    step_cfg = reid_step_config(config)
+    result = train(step_cfg, out_dir, dataset=dataset, progress=progress)
+    state = load_checkpoint(result.last_checkpoint)
+    model = _build(config, int(state["arch"]["num_classes"]), pretrained=False)
+    # The attribute heads were not trained in step 1; their widths follow attributes.embed_dim.
+    weights = {
+        k: v for k, v in state["model"].items() if not k.startswith(("color_head.", "type_head."))
+    }
+    own = model.state_dict()
+    weights.update({k: v for k, v in own.items() if k.startswith(("color_head.", "type_head."))})
+    load_state_dict_checked(model, weights, result.last_checkpoint)
+    summary = {
+        "run_dir": str(result.out_dir),
+        "epochs": result.epochs,
+        "last_checkpoint": str(result.last_checkpoint),
+        "held_out_reid": {
+            k: result.history[-1][k]
+            for k in ("mAP", "rank1", "rank5", "mINP")
+            if result.history and k in result.history[-1]
+        },
+    }
+    return model, summary
+
+
+def train_attributes(
+    config: Config,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+) -> AttributeTrainResult:
+    """Train the attribute model in the paper's two steps; write its checkpoint and metrics.
+
+    Reads the train split of ``attributes.data_root`` (or ``data.sim_root``); holds out
+    ``attributes.holdout_fraction`` of its identities (seeded). Writes into ``out_dir`` (a fresh
+    sibling when it already holds a run): ``config.yaml``, ``holdout_ids.txt``, ``reid/`` (step 1's
+    training run; its mAP is on the held-out identities), ``checkpoints/attributes.pt`` and, when
+    the data carry colour/type labels, ``attribute_metrics.json`` and
+    ``confusion_{color,type}.png`` (held-out identities). A split without colour/type labels logs a
+    clear message and trains the re-id step alone.
+    """
+    from vreid.models.checkpoint import save_checkpoint
+
+    cfg = config.attributes
+    root = _labelled_root(config)
+    dataset = load_dataset(root, cfg.format)
+    records = dataset.splits.get("train") or []
+    if not records:
+        raise DatasetError(f"{root}: no train split; nothing to train the attribute model on")
+    targets = attribute_targets(records, source=str(root))
+    labelled = {k: int((v != IGNORE_INDEX).sum()) for k, v in targets.items()}
+    heads_trained = any(labelled.values())
+    if not heads_trained:
+        msg = (
+            f"{root}: the train split ({len(records)} images) has no colour/type labels; only the "
+            "re-id step is trained and the colour/type heads stay untrained. Give "
+            "attributes.data_root a labelled dataset (AIC simulation train_label.xml with "
+            "colorID/typeID, or VeRi-776)"
+        )
+        log.warning(msg)
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(msg, highlight=False, markup=False)
+        if not cfg.reid:
+            raise DatasetError(
+                msg.split(";")[0] + " and attributes.reid is false: nothing to train"
+            )
+    asked = Path(out_dir)
+    out = new_run_dir(asked.parent, asked.name)
+    if out != asked:
+        log.warning("%s already holds a run; writing this one to %s", asked, out)
+    save_config(config, out / "config.yaml")
+    train_recs, held_recs, held_ids = split_holdout(records, cfg.holdout_fraction, seed=cfg.seed)
+    write_text_atomic(out / "holdout_ids.txt", "".join(f"{i}\n" for i in held_ids))
+
+    reid_summary: dict[str, Any] | None = None
+    if cfg.reid:
+        model, reid_summary = _train_reid_step(
+            config, root, dataset.format, train_recs, held_recs, out / "reid", progress=progress
+        )
+    else:
+        torch.manual_seed(cfg.seed)
+        model = _build(config, len({r.vehicle_id for r in train_recs}), pretrained=True)
+        log.info(model.weights_message)
+
+    metrics: dict[str, Any] = {
+        "data_root": str(root),
+        "train_ids": len({r.vehicle_id for r in train_recs}),
+        "train_images": len(train_recs),
+        "holdout_ids": len(held_ids),
+        "holdout_images": len(held_recs),
+        "labelled_images": labelled,
+        "heads_trained": heads_trained,
+        "reid": reid_summary,
+    }
+    history: list[dict[str, float]] = []
+    if heads_trained:
+        torch.manual_seed(cfg.seed)
+        history = finetune_heads(
+            model, train_recs, attribute_targets(train_recs), config, progress=progress
+        )
+        metrics["history"] = history
+        if held_recs:
+            held_targets = attribute_targets(held_recs)
+            outputs = predict_attributes(
+                model,
+                held_recs,
+                cfg.image_size,
+                device=config.train.device,
+                batch_size=config.train.batch_size_eval,
+                num_workers=config.train.num_workers,
+                progress=progress,
+            )
+            for head, label in (("color", "colour"), ("type", "type")):
+                report = classification_report(
+                    outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
+                )
+                metrics[head] = report
+                accuracy = (
+                    f", accuracy {report['accuracy']:.1%}" if report["accuracy"] is not None else ""
+                )
+                plot_confusion(
+                    report["confusion"],
+                    report["classes"],
+                    out / f"confusion_{head}.png",
+                    title=f"{label} on {len(held_ids)} held-out identities{accuracy}",
+                )
+        else:
+            log.warning("attributes: no identities held out; no accuracy is reported")
+    metrics["config"] = config.model_dump(mode="json")
+    write_json_atomic(out / "attribute_metrics.json", metrics)
+    checkpoint = save_checkpoint(
+        out / ATTRIBUTE_CHECKPOINT,
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "arch": attribute_arch(model),
+            # model.* describes the attribute model so `Extractor` gives its re-id features
+            "config": reid_step_config(config).model_dump(mode="json"),
+            "epoch": cfg.epochs if heads_trained else 0,
+            "stage": "attributes",
+            "heads_trained": heads_trained,
+            "classes": {k: list(v) for k, v in ATTRIBUTE_CLASSES.items()},
+            "holdout_ids": held_ids,
+            "history": history,
+        },
+    )
+    return AttributeTrainResult(
+        out_dir=out,
+        checkpoint=checkpoint,
+        heads_trained=heads_trained,
+        metrics=metrics,
+        holdout_ids=held_ids,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction

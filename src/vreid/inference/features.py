@@ -1,0 +1,82 @@
+"""Feature files: ``<stem>.npy`` (float32, (N, D)) beside ``<stem>.names.txt`` (one image name per line).
+
+Written by ``vreid extract`` and read by ``vreid rank``; the name index ties each row to an image so
+a feature file can be checked against the split it claims to describe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vreid.core.artefacts import write_npy_atomic, write_text_atomic
+from vreid.core.errors import FeatureFileError
+
+
+def _paths(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
+    stem = Path(stem)
+    if stem.suffix == ".npy":
+        stem = stem.with_suffix("")
+    return stem.with_suffix(".npy"), stem.with_name(stem.name + ".names.txt")
+
+
+def save_features(stem: str | os.PathLike[str], features: np.ndarray, names: Sequence[str]) -> Path:
+    """Write features (N, D) and their N names atomically; returns the ``.npy`` path."""
+    npy, idx = _paths(stem)
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or features.shape[0] != len(names):
+        raise ValueError(f"features {features.shape} do not match {len(names)} names")
+    write_npy_atomic(npy, features)
+    write_text_atomic(idx, "".join(f"{n}\n" for n in names))
+    return npy
+
+
+def load_features(
+    stem: str | os.PathLike[str],
+    expected_names: Sequence[str] | None = None,
+    expected_dim: int | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Read a feature file and its name index; validate shape, finiteness and (optionally) names.
+
+    Returns ``(features (N, D) float32, names)``. Every problem is a :class:`FeatureFileError`
+    naming the file.
+    """
+    npy, idx = _paths(stem)
+    if not npy.is_file():
+        raise FeatureFileError(f"{npy}: feature file not found")
+    if not idx.is_file():
+        raise FeatureFileError(f"{idx}: name index not found (expected beside {npy.name})")
+    try:
+        feats = np.load(npy, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise FeatureFileError(f"{npy}: not a readable .npy array ({err})") from None
+    if feats.ndim != 2:
+        raise FeatureFileError(f"{npy}: expected a 2-D array (N, D), got shape {feats.shape}")
+    if not np.issubdtype(feats.dtype, np.floating):
+        raise FeatureFileError(f"{npy}: expected floating-point features, got {feats.dtype}")
+    feats = feats.astype(np.float32, copy=False)
+    bad = ~np.isfinite(feats).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise FeatureFileError(f"{npy}: {int(bad.sum())} rows contain NaN or inf (rows {rows} …)")
+    names = idx.read_text(encoding="utf-8").splitlines()
+    if len(names) != feats.shape[0]:
+        raise FeatureFileError(
+            f"{idx}: {len(names)} names for {feats.shape[0]} feature rows in {npy.name}"
+        )
+    if expected_dim is not None and feats.shape[1] != expected_dim:
+        raise FeatureFileError(
+            f"{npy}: feature dimension {feats.shape[1]}, expected {expected_dim}"
+        )
+    if expected_names is not None and list(expected_names) != names:
+        exp = list(expected_names)
+        if len(exp) != len(names):
+            msg = f"{len(names)} names, the split has {len(exp)} images"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(exp, names, strict=True)) if a != b)
+            msg = f"line {i + 1} is {names[i]!r}, the split has {exp[i]!r} there"
+        raise FeatureFileError(f"{idx}: name index does not match the split: {msg}")
+    return feats, names

@@ -1,0 +1,226 @@
+"""Checkpoints: atomic saving, safe loading (``weights_only=True``), rebuilding a model from one.
+
+A checkpoint is a plain dict (only tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(..., weights_only=True)``)::
+
+    {
+      "format": "vreid-checkpoint", "version": 1,
+      "model": state_dict,                       # of the bare model (never the DDP wrapper)
+      "arch": {"name": "glamor", "num_classes": 333, "backbone": "resnet50", "last_stride": 1},
+      "config": {...},                           # the resolved Config as JSON-able dict
+      "epoch": 7,                                # epochs completed
+      "vehicle_ids": [...],                      # training ids in label order (label i = ids[i])
+      "optimizer": ..., "scheduler": ..., "scaler": ..., "sampler": ...,
+      "rng": [per-rank RNG states], "best_map": 0.41, "history": [...],
+    }
+
+``arch`` is exactly what :func:`vreid.models.build_model` needs to rebuild the network:
+``build_model(arch["name"], arch["num_classes"], **rest)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vreid.core.artefacts import atomic_path
+from vreid.core.errors import CheckpointError
+
+FORMAT = "vreid-checkpoint"
+VERSION = 1
+
+# ModelConfig keys that are not architecture options (they do not change the network's shape).
+_NOT_ARCH_KEYS = {"name", "pretrained", "image_size"}
+
+
+def arch_from_config(model_config: Any, num_classes: int) -> dict[str, Any]:
+    """The ``arch`` dict of a model built from a ``ModelConfig`` with ``num_classes`` ids."""
+    options = {
+        k: v for k, v in model_config.model_dump(mode="json").items() if k not in _NOT_ARCH_KEYS
+    }
+    return {"name": model_config.name, "num_classes": int(num_classes), **options}
+
+
+def build_from_arch(arch: dict[str, Any], **extra: Any) -> nn.Module:
+    """Build the (untrained) model an ``arch`` dict describes."""
+    from vreid.models import build_model
+
+    options = {k: v for k, v in arch.items() if k not in ("name", "num_classes")}
+    options.update(extra)
+    return build_model(arch["name"], int(arch["num_classes"]), **options)
+
+
+def _describe(arch: dict[str, Any]) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in arch.items() if k not in ("name", "num_classes"))
+    return f"'{arch['name']}'" + (f" ({opts})" if opts else "")
+
+
+def check_arch(
+    found: dict[str, Any],
+    wanted: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    check_classes: bool = True,
+    classes_hint: str = "",
+) -> None:
+    """Raise :class:`CheckpointError` when checkpoint ``path``'s ``found`` arch differs from ``wanted``.
+
+    The message says which keys differ and the ``--set`` that would match the checkpoint.
+    """
+    keys = (set(found) | set(wanted)) - {"num_classes"}
+    diff = sorted(k for k in keys if found.get(k) != wanted.get(k))
+    if diff:
+        sets = " ".join(f"model.{k}={found.get(k)}" for k in diff)
+        raise CheckpointError(
+            f"{path}: checkpoint holds a {_describe(found)} model, the config asks for "
+            f"{_describe(wanted)}; use a checkpoint of that architecture or set {sets}"
+        )
+    if check_classes and int(found["num_classes"]) != int(wanted["num_classes"]):
+        raise CheckpointError(
+            f"{path}: checkpoint was trained on {found['num_classes']} identities, this dataset has "
+            f"{wanted['num_classes']}" + (f"; {classes_hint}" if classes_hint else "")
+        )
+
+
+def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically (temporary file renamed into place)."""
+    state = {"format": FORMAT, "version": VERSION, **checkpoint}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{p}: not a readable vreid checkpoint ({first}); was it written by `vreid train`?"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "arch" not in state:
+        raise CheckpointError(
+            f"{p}: not a vreid checkpoint (a dict with 'model' and 'arch' keys was expected); "
+            "checkpoints are written by `vreid train`"
+        )
+    arch = state["arch"]
+    if not isinstance(arch, dict) or "name" not in arch or "num_classes" not in arch:
+        raise CheckpointError(f"{p}: the checkpoint's 'arch' entry lacks 'name'/'num_classes'")
+    return state
+
+
+def load_state_dict_checked(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
+    """``model.load_state_dict(state_dict)`` with a :class:`CheckpointError` naming the file."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:4]) if len(lines) > 1 else lines[0] if lines else ""
+        raise CheckpointError(
+            f"{path}: weights do not fit the model described by the checkpoint ({detail})"
+        ) from None
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    num_classes: int | None = None,
+    eval_mode: bool = True,
+) -> nn.Module:
+    """Rebuild the model of checkpoint ``path`` from its ``arch`` and load its weights.
+
+    ``num_classes``, when given, must equal the checkpoint's number of training identities
+    (a :class:`CheckpointError` otherwise). The model is moved to ``device`` and put in eval mode
+    (retrieval features) unless ``eval_mode`` is False.
+    """
+    state = load_checkpoint(path)
+    arch = dict(state["arch"])
+    if num_classes is not None and int(arch["num_classes"]) != int(num_classes):
+        raise CheckpointError(
+            f"{path}: checkpoint was trained on {arch['num_classes']} identities, "
+            f"{num_classes} were expected"
+        )
+    try:
+        model = build_from_arch(arch)
+    except (TypeError, KeyError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: cannot rebuild model {_describe(arch)} ({err}); "
+            "was it written by another vreid version?"
+        ) from None
+    load_state_dict_checked(model, state["model"], path)
+    model.to(device)
+    return model.eval() if eval_mode else model.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state (torch, CUDA, numpy, python) as weights_only-safe values
+
+
+def rng_state() -> dict[str, Any]:
+    """The process's RNG states as tensors/lists (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "internal": torch.tensor(py_internal, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            n["key"].numpy().astype(np.uint32),
+            int(n["pos"]),
+            int(n["has_gauss"]),
+            float(n["cached_gaussian"]),
+        )
+    )
+    py = state["python"]
+    random.setstate(
+        (int(py["version"]), tuple(int(x) for x in py["internal"].tolist()), py["gauss_next"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
