@@ -1,7 +1,7 @@
 """Configuration: one pydantic model per stage, loaded from YAML with ``--set key=value`` overrides.
 
 Defaults are the paper's values (Huynh et al., AIC20 Track 2) unless a field's docstring says
-otherwise. YAML files in ``configs/`` only override. Unknown keys and wrongly typed values raise
+otherwise. YAML presets (``src/vreid/configs/``) only override. Unknown keys and wrongly typed values raise
 :class:`~vreid.core.errors.ConfigError` naming the key and what is allowed.
 
 Each stage owns its section class below; add fields there (with a docstring) rather than reading
@@ -84,9 +84,6 @@ class CropConfig(Section):
     """Vehicle detections less confident than this are ignored (no detection: image kept whole)."""
     batch_size: int = Field(8, ge=1)
     """Images per detector call."""
-    device: str = "auto"
-    """Device of the detector: auto (``vreid crop``: CUDA when available; ``vreid pipeline``:
-    ``pipeline.device``), cpu, cuda, cuda:N."""
     sets: list[Literal["real", "simulation", "attributes"]] = ["real", "simulation", "attributes"]
     """Which of the pipeline's datasets to crop: the real one (``data.root``), the synthetic
     pre-training set (``data.sim_root``) and the attribute model's set. The paper crops the real
@@ -189,8 +186,6 @@ class TrainConfig(Section):
     """DataLoader worker processes per training process."""
     batch_size_eval: int = Field(64, ge=1)
     """Batch size of feature extraction during evaluation."""
-    device: str = "auto"
-    """Device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N. Under torchrun: LOCAL_RANK's GPU."""
     channels_last: bool = False
     """Use the channels-last memory format (faster convolutions with AMP on recent GPUs)."""
     eval_flip: bool = False
@@ -273,8 +268,6 @@ class RetrievalConfig(Section):
     ensemble_weights: list[float] | None = None
     """Weights of the models' distance matrices in the ensemble, in the order given; ``None``:
     equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
-    device: str = "auto"
-    """Device of the re-ranking: auto (CUDA when available), cpu, cuda, cuda:1 …"""
     top: int = Field(100, ge=1)
     """Gallery images per query in ranked lists and ``track2.txt`` (AIC: 100)."""
 
@@ -319,13 +312,23 @@ class PipelineConfig(Section):
     synth_dir: Path | None = None
     """Where the built-in synthetic data is generated (reused when present) when ``data.root`` is
     null; ``None``: ``<run_dir>/synth``."""
+
+
+
+# --------------------------------------------------------------------------------------------
+# runtime: what the machine does, not what is computed
+class RuntimeConfig(Section):
     device: str = "auto"
-    """Device of feature extraction and cropping: auto, cpu, cuda, cuda:N."""
+    """The one device of every stage (training, feature extraction, cropping, re-ranking):
+    ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``. Resolved once, at the
+    entry; under ``torchrun`` each process takes LOCAL_RANK's GPU. Informational for cache keys:
+    results do not depend on it beyond float rounding."""
 
 
 class Config(Section):
     """The whole configuration of a run."""
 
+    runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
     synth: SynthConfig = SynthConfig()
     crop: CropConfig = CropConfig()

@@ -106,7 +106,7 @@ def finetune_heads(
     from vreid.data.image_datasets import ReidImageDataset
 
     cfg = config.attributes
-    dev = resolve_device(config.train.device, setting="train.device")
+    dev = resolve_device(config.runtime.device, setting="runtime.device")
     model.to(dev)
     keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
     if len(keep) < 2:
@@ -426,7 +426,7 @@ def train_attributes(
                 model,
                 held_recs,
                 cfg.image_size,
-                device=config.train.device,
+                device=config.runtime.device,
                 batch_size=config.train.batch_size_eval,
                 num_workers=config.train.num_workers,
                 progress=progress,

@@ -116,7 +116,7 @@ def _setup_distributed(device_pref: str) -> _Dist:
 
 
 def _resolve_device(pref: str, ddp: _Dist) -> torch.device:
-    dev = resolve_device(pref, setting="train.device")
+    dev = resolve_device(pref, setting="runtime.device")
     if dev.type == "cuda" and ddp.enabled:
         return torch.device("cuda", ddp.local_rank)  # one GPU per process
     return dev
@@ -271,7 +271,7 @@ def train(
             "use one of them"
         )
     tc = config.train
-    ddp = _setup_distributed(tc.device)
+    ddp = _setup_distributed(config.runtime.device)
     try:
         return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp)
     finally:
@@ -289,7 +289,7 @@ def _train(
     ddp: _Dist,
 ) -> TrainResult:
     tc = config.train
-    device = _resolve_device(tc.device, ddp)
+    device = _resolve_device(config.runtime.device, ddp)
     show = progress and ddp.main
 
     def say(msg: str) -> None:

@@ -253,13 +253,14 @@ def crop_command(
     from vreid.core.config import load_config
     from vreid.inference.crop import crop_dataset, crop_folder
 
-    cfg = load_config(config, set_ or []).crop
+    full = load_config(config, set_ or [])
+    cfg = full.crop
     kwargs = {
         "detector": detector if detector is not None else cfg.detector,
         "weights": weights if weights is not None else cfg.weights,
         "margin": margin if margin is not None else cfg.margin,
         "min_score": min_score if min_score is not None else cfg.min_score,
-        "device": device if device is not None else cfg.device,
+        "device": device if device is not None else full.runtime.device,
         "batch_size": batch_size if batch_size is not None else cfg.batch_size,
         "workers": workers,
         "progress": sys.stderr.isatty(),

@@ -220,14 +220,14 @@ def crop_inputs(
 
     The crops go to ``RUN/crop/<settings hash>/<label>``: other settings (or other weights in the
     same file) write a new folder instead of being refused by the old one, and a rerun with the
-    same settings resumes. ``crop.device: auto`` follows ``pipeline.device``.
+    same settings resumes.
     """
     from vreid.inference.crop import crop_dataset
 
     c = ctx.config.crop
     # which sets are cropped does not change a set's crops: leave it out, so they are reused
     tag = _hash_obj({k: v for k, v in _crop_keys(ctx.config).items() if k != "sets"})[:12]
-    device = c.device if c.device != "auto" else ctx.config.pipeline.device
+    device = ctx.config.runtime.device
     done: dict[Path, Path] = {}
     out: dict[str, Path] = {}
     for label, (root, fmt) in roots.items():
@@ -338,7 +338,7 @@ def stage_attributes(ctx: RunContext) -> list[Path]:
         )
     cfg.attributes.data_root = Path(root)
     out = ctx.path("attributes")
-    device = ctx.config.pipeline.device
+    device = ctx.config.runtime.device
     if (out / "model").exists():  # a fresh run: train_attributes never reuses a folder
         shutil.rmtree(out / "model")
     result = train_attributes(cfg, out / "model", progress=ctx.progress)
@@ -478,7 +478,7 @@ def stage_extract(ctx: RunContext) -> list[Path]:
     for name, ckpt in checkpoints.items():
         extractor = Extractor(
             ckpt,
-            device=pc.device,
+            device=ctx.config.runtime.device,
             batch_size=ctx.config.train.batch_size_eval,
             flip=ctx.config.train.eval_flip,
             num_workers=ctx.config.train.num_workers,
@@ -755,7 +755,7 @@ def build_stages(config: Config) -> list[Stage]:
         )
     ]
     if pc.attributes:
-        attr_keys = ["attributes", "train.device", "train.num_workers", "train.batch_size_eval"]
+        attr_keys = ["attributes", "train.num_workers", "train.batch_size_eval"]
         if config.attributes.reid:  # step 1 takes its other settings from ``train``
             attr_keys.append("train")
         stages.append(Stage("attributes", stage_attributes, _section(*attr_keys), ["data"]))

@@ -137,11 +137,11 @@ def rank_split(
                 k2=rc.k2,
                 lambda_value=rc.lambda_value,
                 metadata=metadata,
-                device=rc.device,
+                device=cfg.runtime.device,
                 progress=progress,
             )
         else:
-            dist = original_distance(q, g, metadata=metadata, device=rc.device)
+            dist = original_distance(q, g, metadata=metadata, device=cfg.runtime.device)
         if has_truth:
             result.model_metrics[name] = score(dist)
         per_model.append(dist)
