@@ -270,7 +270,6 @@ def train(
             "--resume continues a run from its own last.pt; --init-from starts a new one: "
             "use one of them"
         )
-    tc = config.train
     ddp = _setup_distributed(config.runtime.device)
     try:
         return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp)
