@@ -108,7 +108,7 @@ def main() -> None:
     base = [f"data.root={data / 'real'}", f"data.sim_root={data / 'simulation'}", *args.overrides]
     runs = {
         "uncropped": base,
-        "cropped": [*base, "crop.enabled=true", f"crop.weights={weights}", "crop.device=cpu"],
+        "cropped": [*base, "crop.enabled=true", f"crop.weights={weights}", "runtime.device=cpu"],
     }
     metrics, seconds, cached = {}, {}, {}
     for label, overrides in runs.items():

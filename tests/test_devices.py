@@ -18,8 +18,8 @@ def test_auto_and_explicit_devices():
 
 
 def test_bad_devices_name_the_setting():
-    with pytest.raises(ConfigError, match=r"train.device='gpu0': not a device"):
-        resolve_device("gpu0", setting="train.device")
+    with pytest.raises(ConfigError, match=r"runtime.device='gpu0': not a device"):
+        resolve_device("gpu0", setting="runtime.device")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"crop.device=cuda:1: CUDA is not available"):
-            resolve_device("cuda:1", setting="crop.device")
+        with pytest.raises(ConfigError, match=r"runtime.device=cuda:1: CUDA is not available"):
+            resolve_device("cuda:1", setting="runtime.device")

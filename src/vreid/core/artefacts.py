@@ -59,13 +59,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def write_npy_atomic(path: str | os.PathLike[str], array: Any) -> Path:
     """Write ``array`` as a ``.npy`` file at ``path`` atomically and return the path."""
     import numpy as np

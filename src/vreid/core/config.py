@@ -91,6 +91,31 @@ class CropConfig(Section):
     already, and cropping their 192k images would only cost time."""
 
 
+class DetectorConfig(Section):
+    """Training of the cropping detector on true boxes (``vreid train-detector``): the offline
+    substitute for torchvision's COCO weights."""
+
+    architecture: str = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    """torchvision detector architecture trained (random initialisation, classes background and
+    vehicle)."""
+    epochs: int = Field(10, ge=1)
+    """Passes over the training images."""
+    batch_size: int = Field(8, ge=1)
+    """Images per step."""
+    lr: float = Field(1e-3, gt=0)
+    """AdamW learning rate (warm-up, then cosine decay to 0)."""
+    weight_decay: float = Field(1e-4, ge=0)
+    """AdamW weight decay."""
+    max_images: int | None = Field(None, ge=1)
+    """Use at most this many training images (the first in file order); ``None``: all."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop after this many minutes and save what was learnt (the cosine decay ends there)."""
+    image_size: int | None = Field(None, ge=32)
+    """Detector input size (shorter side) for training and later cropping; ``None``: torchvision's."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+
+
 # --------------------------------------------------------------------------------------------
 # model (issue 5)
 class ModelConfig(Section):
@@ -314,7 +339,6 @@ class PipelineConfig(Section):
     null; ``None``: ``<run_dir>/synth``."""
 
 
-
 # --------------------------------------------------------------------------------------------
 # runtime: what the machine does, not what is computed
 class RuntimeConfig(Section):
@@ -332,12 +356,38 @@ class Config(Section):
     data: DataConfig = DataConfig()
     synth: SynthConfig = SynthConfig()
     crop: CropConfig = CropConfig()
+    detector: DetectorConfig = DetectorConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     attributes: AttributeConfig = AttributeConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     report: ReportConfig = ReportConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+
+
+def list_presets() -> dict[str, Path]:
+    """The built-in presets shipped in the package: ``{name: path}``."""
+    folder = Path(__file__).parents[1] / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str | os.PathLike[str]) -> Path:
+    """A YAML path as given, or the built-in preset of that name (``demo``, ``tiny``, ``aic20`` …)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        raise ConfigError(f"{p}: config file not found")
+    presets = list_presets()
+    if str(name_or_path) in presets:
+        return presets[str(name_or_path)]
+    raise ConfigError(
+        f"{name_or_path}: no such config file or preset; presets: {', '.join(presets)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,30 +460,41 @@ def config_from_dict(tree: dict[str, Any], *, source: str = "config") -> Config:
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: typing.Sequence[str] = (),
+    *,
+    values: typing.Mapping[str, Any] | None = None,
 ) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+    """Load a YAML config or built-in preset (or the defaults when ``path`` is None), then apply
+    ``values`` (``{dotted key: value}``, what CLI flags set; ``None`` values are skipped) and the
+    ``--set`` ``overrides`` (dotted keys: ``train.lr=1e-4``, ``pipeline.models=[glamor]``).
 
-    Overrides are dotted keys: ``train.lr=1e-4``, ``pipeline.models=[glamor]``.
+    The one way every command and the Python API read settings: flags are shorthands for config
+    keys, and the defaults live in the section classes above, nowhere else.
     """
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        p = Path(path)
+        p = resolve_config(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{p}:{where}: not valid YAML: {problem}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")
         tree = loaded
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    for key, value in given.items():
+        _set_nested(tree, key, value.as_posix() if isinstance(value, Path) else value)
     for item in overrides:
         key, value = parse_override(item)
         _set_nested(tree, key, value)
+    if given:
+        source += " with " + " ".join(f"{k}={v}" for k, v in given.items())
     if overrides:
         source += " with --set " + " ".join(overrides)
     return config_from_dict(tree, source=source)

@@ -2,7 +2,7 @@
 VehicleID and a generic folder layout, all producing :class:`ImageRecord` lists."""
 
 from vreid.data.aic import read_aic, write_aic
-from vreid.data.loader import FORMATS, detect_format, load_dataset, load_from_config, load_with_options
+from vreid.data.loader import FORMATS, detect_format, load_dataset, load_from_config
 from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "detect_format",
     "load_dataset",
     "load_from_config",
-    "load_with_options",
     "read_aic",
     "write_aic",
 ]

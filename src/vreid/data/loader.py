@@ -88,7 +88,7 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
     ``format``: ``auto`` (detect) or one of :data:`FORMATS`. Options: ``vehicleid`` takes
     ``test_size`` (800/1600/2400), ``draw`` (0–9) and ``seed``; ``folder`` takes ``csv`` (a path
     to a per-image CSV of camera/track/colour/type).
-    :func:`load_with_options` takes every option and passes on those of the format read. Bad input raises :class:`DatasetError`
+    :func:`load_from_config` passes the config's options of the format read. Bad input raises :class:`DatasetError`
     naming the file (and line) and what is wrong. Images are stat-checked, not opened (see
     :func:`vreid.data.check_images`).
     """
@@ -118,37 +118,28 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
     return read_folder(root, **options)
 
 
-def load_with_options(
-    root: str | os.PathLike[str],
-    format: str = "auto",
-    *,
-    test_size: int = 800,
-    draw: int = 0,
-    seed: int = 0,
-    csv: str | os.PathLike[str] | None = None,
+def load_from_config(
+    data: DataConfig,
+    root: str | os.PathLike[str] | None = None,
+    format: str | None = None,
 ) -> ReidDataset:
-    """:func:`load_dataset` given every format's options; only the read format's are used
-    (``test_size``/``draw``/``seed`` for VehicleID, ``csv`` for the folder layout)."""
-    if format == "auto":
-        format = detect_format(root)
-    options: dict[str, Any] = {}
-    if format == "vehicleid":
-        options = {"test_size": test_size, "draw": draw, "seed": seed}
-    elif format == "folder" and csv is not None:
-        options = {"csv": csv}
-    return load_dataset(root, format, **options)
-
-
-def load_from_config(data: DataConfig, root: str | os.PathLike[str] | None = None) -> ReidDataset:
-    """:func:`load_dataset` on ``root`` (default ``data.root``) with the options of ``data``."""
+    """The one way a stage or command reads a dataset from the config: :func:`load_dataset` on
+    ``root`` (default ``data.root``) in ``format`` (default ``data.format``) with the options of
+    ``data`` that the format read takes (VehicleID: ``vehicleid_test_size/_draw/_seed``; folder
+    layout: ``folder_csv``)."""
     root = root if root is not None else data.root
     if root is None:
         raise DatasetError("data.root is not set; pass --set data.root=PATH")
-    return load_with_options(
-        root,
-        data.format,
-        test_size=data.vehicleid_test_size,
-        draw=data.vehicleid_draw,
-        seed=data.vehicleid_seed,
-        csv=data.folder_csv,
-    )
+    fmt = format if format is not None else data.format
+    if fmt == "auto":
+        fmt = detect_format(root)
+    options: dict[str, Any] = {}
+    if fmt == "vehicleid":
+        options = {
+            "test_size": data.vehicleid_test_size,
+            "draw": data.vehicleid_draw,
+            "seed": data.vehicleid_seed,
+        }
+    elif fmt == "folder" and data.folder_csv is not None:
+        options = {"csv": data.folder_csv}
+    return load_dataset(root, fmt, **options)

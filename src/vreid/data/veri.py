@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vreid.data.files import check_unique, list_images, parse_camera, parse_int, read_checked_name_file, read_label_items, read_lines, require_images
-from vreid.data.attributes import VERI_COLORS, VERI_TYPES
+from vreid.data.attributes import VERI_COLORS, VERI_TYPES, veri_to_aic
 from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 from vreid.core.errors import DatasetError
 
@@ -27,18 +27,21 @@ _NAME = re.compile(r"^(\d+)_[cC](\d+)_")
 
 
 def _veri_attr(
-    value: str | None, what: str, table: tuple[str, ...], where: str, zero: list[str]
+    value: str | None, what: str, attribute: str, where: str, zero: list[str]
 ) -> int | None:
-    """VeRi 1-based id → AIC 0-based id; 0 → None (recorded in ``zero`` for one warning)."""
+    """VeRi 1-based id → AIC 0-based id (:func:`veri_to_aic`); 0 → None (recorded in ``zero`` for
+    one warning)."""
     if value is None:
         return None
     k = parse_int(value, what, where)
-    if k == 0:
+    try:
+        aic = veri_to_aic(attribute, k)
+    except ValueError:
+        size = len(VERI_COLORS if attribute == "color" else VERI_TYPES)
+        raise DatasetError(f"{where}: {what} {k} outside the VeRi ids 1..{size}") from None
+    if aic is None:
         zero.append(where)
-        return None
-    if not 1 <= k <= len(table):
-        raise DatasetError(f"{where}: {what} {k} outside the VeRi ids 1..{len(table)}")
-    return k - 1
+    return aic
 
 
 def _parse_veri_tracks(path: Path, names: list[str]) -> dict[str, int]:
@@ -127,8 +130,8 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
             cam = (
                 parse_camera(cam_text, label_where) if cam_text is not None else int(match.group(2))  # type: ignore[union-attr]
             )
-            color = _veri_attr(attrs.get("colorID"), "colorID", VERI_COLORS, label_where, zero_ids)
-            vtype = _veri_attr(attrs.get("typeID"), "typeID", VERI_TYPES, label_where, zero_ids)
+            color = _veri_attr(attrs.get("colorID"), "colorID", "color", label_where, zero_ids)
+            vtype = _veri_attr(attrs.get("typeID"), "typeID", "type", label_where, zero_ids)
             if attrs:
                 known = vehicle_attrs.get(vid, (None, None))
                 vehicle_attrs[vid] = (

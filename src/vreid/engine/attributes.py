@@ -37,7 +37,7 @@ from vreid.core.config import Config, save_config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, DatasetError
 from vreid.core.figures import plot_confusion
-from vreid.data import ImageRecord, load_dataset
+from vreid.data import ImageRecord, load_from_config
 from vreid.data.attributes import ATTRIBUTE_CLASSES, IGNORE_INDEX, attribute_targets
 from vreid.data.image_datasets import holdout_query_gallery, split_holdout
 from vreid.inference.attributes import (
@@ -362,7 +362,7 @@ def train_attributes(
 
     cfg = config.attributes
     root = _labelled_root(config)
-    dataset = load_dataset(root, cfg.format)
+    dataset = load_from_config(config.data, root=root, format=cfg.format)
     records = dataset.splits.get("train") or []
     if not records:
         raise DatasetError(f"{root}: no train split; nothing to train the attribute model on")

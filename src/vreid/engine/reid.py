@@ -162,9 +162,9 @@ def _load_training_dataset(config: Config, dataset: ReidDataset | None) -> ReidD
             "data.root is not set: point it at a dataset (--set data.root=DIR; make one with "
             "`vreid synth OUT`) or pass a dataset to train()"
         )
-    from vreid.data import load_dataset
+    from vreid.data import load_from_config
 
-    return load_dataset(config.data.root, config.data.format)
+    return load_from_config(config.data)
 
 
 def _check_pk(num_ids: int, config: Config, ddp: _Dist, source: str) -> None:

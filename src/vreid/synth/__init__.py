@@ -5,6 +5,6 @@ and ``out/simulation/`` (AIC simulation layout with colour/type/orientation/ligh
 See ``docs/readme/synth.md``.
 """
 
-from vreid.synth.generate import PRESETS, Preset, generate, plan_dataset
+from vreid.synth.generate import PRESETS, Preset, generate, generate_from_config, plan_dataset
 
-__all__ = ["PRESETS", "Preset", "generate", "plan_dataset"]
+__all__ = ["PRESETS", "Preset", "generate", "generate_from_config", "plan_dataset"]

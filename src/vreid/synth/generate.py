@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vreid.core.artefacts import write_text_atomic
+from vreid.core.config import SynthConfig
 from vreid.core.errors import ConfigError, VreidError
 from vreid.data.aic import write_aic
 from vreid.data.records import ImageRecord
@@ -598,21 +599,24 @@ def _render_with_progress(
         return render_tasks(plan, size, workers=workers, progress=lambda n: bar.advance(job, n))
 
 
-def frame_for(plan: Plan, split_root: str, name: str) -> FrameSpec:
-    """The FrameSpec that made an image (``split_root`` like ``real/image_train``) — for tests."""
-    for t in plan.tasks:
-        p = Path(t.path)
-        if p.name == name and str(p.parent).endswith(split_root):
-            return t.frame
-    raise KeyError(name)
-
-
-__all__ = [
-    "PRESETS",
-    "Plan",
-    "Preset",
-    "Task",
-    "generate",
-    "plan_dataset",
-    "render_tasks",
-]
+def generate_from_config(
+    out: str | os.PathLike[str],
+    synth: SynthConfig,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """:func:`generate` with the settings of the ``synth`` config section (preset, ids, cameras,
+    seed, size): what ``vreid synth`` and the pipeline's data stage both run."""
+    return generate(
+        out,
+        preset=synth.preset,
+        ids=synth.ids,
+        cameras=synth.cameras,
+        seed=synth.seed,
+        size=(int(synth.size[0]), int(synth.size[1])),
+        workers=workers,
+        progress=progress,
+        overwrite=overwrite,
+    )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from vreid.core.errors import VreidError
+
+if TYPE_CHECKING:
+    from vreid.core.config import Config
 
 app = typer.Typer(
     name="vreid",
@@ -22,13 +25,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
 _state = {"debug": False}
 
 ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config file (defaults: the paper's values)."),
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file or built-in preset (vreid config list); default: the paper's values.",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -36,11 +44,33 @@ SetOpt = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from vreid import __version__
+
+        typer.echo(f"vreid {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
+
+
+def _config(config: str | None, set_: list[str] | None, **flags: Any) -> Config:
+    """The run's settings: the config file or preset, then the command's flags (each a shorthand
+    for the config key it names, ``data__root`` → ``data.root``; ``None`` = not given), then
+    ``--set``. Every command reads its settings through here, so defaults live only in the config."""
+    from vreid.core.config import load_config
+
+    values = {k.replace("__", "."): v for k, v in flags.items()}
+    return load_config(config, set_ or [], values=values)
 
 
 # ============================================================================================
@@ -51,42 +81,66 @@ data_app = typer.Typer(help="Inspect and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 FormatOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--format",
         "-f",
-        help="auto, aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid or folder.",
+        help="data.format: auto, aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid or folder.",
     ),
 ]
 TestSizeOpt = Annotated[
-    int, typer.Option("--test-size", help="VehicleID: test list 800, 1600 or 2400.")
+    int | None,
+    typer.Option(
+        "--test-size", help="data.vehicleid_test_size: VehicleID test list 800, 1600, 2400."
+    ),
 ]
-DrawOpt = Annotated[int, typer.Option("--draw", help="VehicleID: gallery draw 0-9.")]
-CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Folder layout: per-image label CSV.")]
+DrawOpt = Annotated[
+    int | None, typer.Option("--draw", help="data.vehicleid_draw: VehicleID gallery draw 0-9.")
+]
+CsvOpt = Annotated[
+    Path | None, typer.Option("--csv", help="data.folder_csv: folder layout's per-image label CSV.")
+]
 
 
-def _load_for_cli(
-    root: Path, format: str, test_size: int, draw: int, csv: Path | None
+def _dataset_for_cli(
+    root: Path,
+    format: str | None,
+    test_size: int | None,
+    draw: int | None,
+    csv: Path | None,
+    config: str | None,
+    set_: list[str] | None,
 ) -> ReidDataset:
-    from vreid.data import load_with_options
+    from vreid.data import load_from_config
 
-    return load_with_options(root, format, test_size=test_size, draw=draw, csv=csv)
+    cfg = _config(
+        config,
+        set_,
+        data__root=root,
+        data__format=format,
+        data__vehicleid_test_size=test_size,
+        data__vehicleid_draw=draw,
+        data__folder_csv=csv,
+    )
+    return load_from_config(cfg.data)
 
 
 @data_app.command("info")
 def data_info(
-    root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
-    format: FormatOpt = "auto",
-    test_size: TestSizeOpt = 800,
-    draw: DrawOpt = 0,
+    root: Annotated[Path, typer.Argument(help="Dataset root folder (data.root).")],
+    format: FormatOpt = None,
+    test_size: TestSizeOpt = None,
+    draw: DrawOpt = None,
     csv: CsvOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Detect the format and print ids, images, cameras, tracks and attribute coverage per split."""
     from rich.table import Table
 
     from vreid.data.inspect import summarize
 
-    dataset = _load_for_cli(root, format, test_size, draw, csv)
+    dataset = _dataset_for_cli(root, format, test_size, draw, csv, config, set_)
     table = Table(title=f"{dataset.root} ({dataset.format})")
     for column in ("split", "ids", "images", "cameras", "tracks", "colour", "type"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -106,16 +160,20 @@ def data_info(
 
 @data_app.command("check")
 def data_check(
-    root: Annotated[Path, typer.Argument(help="Dataset root folder.")],
-    format: FormatOpt = "auto",
-    test_size: TestSizeOpt = 800,
+    root: Annotated[Path, typer.Argument(help="Dataset root folder (data.root).")],
+    format: FormatOpt = None,
+    test_size: TestSizeOpt = None,
     csv: CsvOpt = None,
-    workers: Annotated[int | None, typer.Option(help="Threads (default: CPU count).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Threads (default: CPU count).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Read the labels, then open, verify and decode every image; exit 1 if any is corrupt."""
     from vreid.data.inspect import check_images
 
-    dataset = _load_for_cli(root, format, test_size, 0, csv)
+    dataset = _dataset_for_cli(root, format, test_size, None, csv, config, set_)
     records = list(dataset)
     bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
     out = Console()
@@ -145,18 +203,16 @@ def _parse_size(text: str) -> tuple[int, int]:
 def synth_command(
     out: Annotated[Path, typer.Argument(help="Output folder (gets real/ and simulation/).")],
     preset: Annotated[
-        str, typer.Option(help="Size preset: tiny (seconds), demo, aic20-scale.")
-    ] = "demo",
+        str | None, typer.Option(help="synth.preset: tiny (seconds), demo, aic20-scale.")
+    ] = None,
     ids: Annotated[
-        int | None, typer.Option(help="Real identities (train + test); default: the preset's.")
+        int | None, typer.Option(help="synth.ids: real identities (train + test).")
     ] = None,
-    cameras: Annotated[
-        int | None, typer.Option(help="Real cameras; default: the preset's.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
-    size: Annotated[str, typer.Option(help="Image size WIDTHxHEIGHT.")] = "256x256",
+    cameras: Annotated[int | None, typer.Option(help="synth.cameras: real cameras.")] = None,
+    seed: Annotated[int | None, typer.Option(help="synth.seed: same seed, same bytes.")] = None,
+    size: Annotated[str | None, typer.Option(help="synth.size as WIDTHxHEIGHT.")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Rendering processes; default: one per core.")
+        int | None, typer.Option(min=1, help="Rendering processes; default: one per core.")
     ] = None,
     report: Annotated[
         bool,
@@ -167,25 +223,26 @@ def synth_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing, non-empty OUT.")
     ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Generate a synthetic vehicle re-id dataset in the AIC layout."""
+    """Generate a synthetic vehicle re-id dataset in the AIC layout (the synth config section)."""
     import json
     import time
 
-    from vreid.synth import generate
+    from vreid.synth import generate_from_config
 
-    start = time.perf_counter()
-    root = generate(
-        out,
-        preset=preset,
-        ids=ids,
-        cameras=cameras,
-        seed=seed,
-        size=_parse_size(size),
-        workers=workers,
-        progress=True,
-        overwrite=overwrite,
+    cfg = _config(
+        config,
+        set_,
+        synth__preset=preset,
+        synth__ids=ids,
+        synth__cameras=cameras,
+        synth__seed=seed,
+        synth__size=list(_parse_size(size)) if size is not None else None,
     )
+    start = time.perf_counter()
+    root = generate_from_config(out, cfg.synth, workers=workers, progress=True, overwrite=overwrite)
     info = json.loads((root / "synth.json").read_text(encoding="utf-8"))
     n = sum(info["images"].values())
     secs = time.perf_counter() - start
@@ -218,28 +275,32 @@ def crop_command(
     detector: Annotated[
         str | None,
         typer.Option(
-            help="torchvision detector, e.g. maskrcnn_resnet50_fpn_v2, fasterrcnn_resnet50_fpn_v2, "
-            "fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_mobilenet_v3_large_320_fpn "
-            "(default: the checkpoint's, else crop.detector)."
+            help="crop.detector: torchvision detector, e.g. maskrcnn_resnet50_fpn_v2, "
+            "fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn "
+            "(default: the checkpoint's)."
         ),
     ] = None,
     weights: Annotated[
         Path | None,
         typer.Option(
-            help="torchvision COCO weights file or `vreid train-detector` checkpoint "
-            "(default: torchvision's cache)."
+            help="crop.weights: torchvision COCO weights file or `vreid train-detector` "
+            "checkpoint (default: torchvision's cache)."
         ),
     ] = None,
     margin: Annotated[
-        float | None, typer.Option(help="Margin per side, fraction of the box (0.05).")
+        float | None, typer.Option(help="crop.margin: margin per side, fraction of the box.")
     ] = None,
     min_score: Annotated[
-        float | None, typer.Option(help="Ignore detections below this confidence (0.5).")
+        float | None, typer.Option(help="crop.min_score: ignore less confident detections.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per detector call (8).")] = None,
-    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
-    format: Annotated[str, typer.Option("--format", "-f", help="Dataset format.")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help="runtime.device: auto, cpu, cuda, cuda:N.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="crop.batch_size: images per detector call.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 0,
+    format: Annotated[str, typer.Option("--format", "-f", help="Dataset format of SRC.")] = "auto",
     folder: Annotated[
         bool, typer.Option("--folder", help="SRC is a plain folder of images, not a dataset.")
     ] = False,
@@ -250,18 +311,26 @@ def crop_command(
 
     Resumable: run the same command again to finish an interrupted run.
     """
-    from vreid.core.config import load_config
     from vreid.inference.crop import crop_dataset, crop_folder
 
-    full = load_config(config, set_ or [])
-    cfg = full.crop
+    cfg = _config(
+        config,
+        set_,
+        crop__detector=detector,
+        crop__weights=weights,
+        crop__margin=margin,
+        crop__min_score=min_score,
+        crop__batch_size=batch_size,
+        runtime__device=device,
+    )
+    c = cfg.crop
     kwargs = {
-        "detector": detector if detector is not None else cfg.detector,
-        "weights": weights if weights is not None else cfg.weights,
-        "margin": margin if margin is not None else cfg.margin,
-        "min_score": min_score if min_score is not None else cfg.min_score,
-        "device": device if device is not None else full.runtime.device,
-        "batch_size": batch_size if batch_size is not None else cfg.batch_size,
+        "detector": c.detector,
+        "weights": c.weights,
+        "margin": c.margin,
+        "min_score": c.min_score,
+        "device": cfg.runtime.device,
+        "batch_size": c.batch_size,
         "workers": workers,
         "progress": sys.stderr.isatty(),
     }
@@ -288,48 +357,69 @@ def train_detector_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write.")],
     detector: Annotated[
-        str, typer.Option(help="torchvision detector architecture.")
-    ] = "fasterrcnn_mobilenet_v3_large_320_fpn",
-    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+        str | None, typer.Option(help="detector.architecture: torchvision detector.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="detector.epochs: passes over the training images.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="detector.batch_size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="detector.lr: AdamW learning rate.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="runtime.device: auto, cpu, cuda, cuda:N.")
+    ] = None,
     max_images: Annotated[
-        int | None, typer.Option(help="Use at most this many training images.")
+        int | None, typer.Option(help="detector.max_images: at most this many training images.")
     ] = None,
     max_minutes: Annotated[
-        float | None, typer.Option(help="Stop after this many minutes and save.")
+        float | None, typer.Option(help="detector.max_minutes: stop after this long and save.")
     ] = None,
     image_size: Annotated[
         int | None,
-        typer.Option(help="Detector input size (shorter side); default: torchvision's."),
+        typer.Option(help="detector.image_size: input size (shorter side); default torchvision's."),
     ] = None,
     init_from: Annotated[
         Path | None,
         typer.Option(help="Start from this train-detector checkpoint (train longer, adapt)."),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="detector.seed.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Train a vehicle detector on true boxes (offline substitute for COCO weights); use the result
     with `vreid crop --weights FILE`."""
     from vreid.engine.detector import train_detector
 
+    cfg = _config(
+        config,
+        set_,
+        detector__architecture=detector,
+        detector__epochs=epochs,
+        detector__batch_size=batch_size,
+        detector__lr=lr,
+        detector__max_images=max_images,
+        detector__max_minutes=max_minutes,
+        detector__image_size=image_size,
+        detector__seed=seed,
+        runtime__device=device,
+    )
+    d = cfg.detector
     result = train_detector(
         data_root,
         out,
-        detector=detector,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        max_images=max_images,
-        max_minutes=max_minutes,
-        image_size=image_size,
+        detector=d.architecture,
+        epochs=d.epochs,
+        batch_size=d.batch_size,
+        lr=d.lr,
+        weight_decay=d.weight_decay,
+        device=cfg.runtime.device,
+        max_images=d.max_images,
+        max_minutes=d.max_minutes,
+        image_size=d.image_size,
         init_from=init_from,
         workers=workers,
-        seed=seed,
+        seed=d.seed,
         overwrite=overwrite,
         progress=sys.stderr.isatty(),
     )
@@ -362,16 +452,14 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a re-id model (GLAMOR by default) on data.root; torchrun for several GPUs."""
-    from vreid.core.config import load_config
     from vreid.engine.reid import train
 
-    cfg = load_config(config, set_ or [])
+    cfg = _config(config, set_)
     result = train(cfg, out, resume=resume, init_from=init_from, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         best = f", best mAP {100 * result.best_map:.2f}%" if result.best_map is not None else ""
-        typer.echo(
-            f"trained {result.epochs} epochs{best}; checkpoints in {result.out_dir / 'checkpoints'}"
-        )
+        epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
+        typer.echo(f"trained {epochs}{best}; checkpoints in {result.out_dir / 'checkpoints'}")
 
 
 @app.command("extract")
@@ -382,11 +470,20 @@ def extract_cmd(
     splits: Annotated[
         str, typer.Option("--splits", help="Comma-separated dataset splits to extract.")
     ] = "query,gallery",
-    data_format: Annotated[str, typer.Option("--format", help="Dataset format.")] = "auto",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    flip: Annotated[bool, typer.Option("--flip", help="Average with mirrored images.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")] = 2,
+    data_format: Annotated[str | None, typer.Option("--format", help="data.format.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="runtime.device: auto, cpu, cuda, cuda:N.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="train.batch_size_eval.")
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option("--flip/--no-flip", help="train.eval_flip: average with mirrored images."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="train.num_workers: loader workers.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     attributes: Annotated[
@@ -397,73 +494,38 @@ def extract_cmd(
             "type}/<split>.npy head features and DIR/{color,type}_probs/<split>.npy probabilities.",
         ),
     ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Write retrieval features DIR/<split>.npy + DIR/<split>.names.txt for dataset splits.
 
     A DATA_ROOT holding image files directly (a plain folder) gives DIR/images.npy, the names being
     the images' paths relative to the folder.
     """
-    from vreid.core.artefacts import refuse_overwrite
-    from vreid.core.errors import DatasetError
-    from vreid.data.files import is_image_name
-    from vreid.data.image_datasets import image_paths
-    from vreid.data.records import ImageRecord
-    from vreid.inference.extract import Extractor, extract_split
+    from vreid.workflows.extract import extract_to
 
-    if not data_root.is_dir():
-        raise DatasetError(f"{data_root}: not a directory")
-    plain = any(is_image_name(p.name) for p in data_root.iterdir() if p.is_file())
-    if plain:
-        paths = image_paths(data_root)
-        jobs = {
-            "images": [
-                ImageRecord(path=p, name=p.relative_to(data_root).as_posix(), split="images")
-                for p in paths
-            ]
-        }
-    else:
-        from vreid.data import load_dataset
-
-        dataset = load_dataset(data_root, data_format)
-        wanted = [s.strip() for s in splits.split(",") if s.strip()]
-        missing = [s for s in wanted if not dataset.splits.get(s)]
-        if missing:
-            have = ", ".join(s for s, r in dataset.splits.items() if r) or "none"
-            raise DatasetError(
-                f"{data_root}: no {', '.join(missing)} split (splits with images: {have}); "
-                "choose others with --splits"
-            )
-        jobs = {s: dataset.splits[s] for s in wanted}
-    if attributes:
-        from vreid.inference.attributes import extract_attribute_features
-
-        for split, records in jobs.items():
-            files = extract_attribute_features(
-                checkpoint,
-                records,
-                out,
-                split,
-                device=device,
-                batch_size=batch_size,
-                num_workers=workers,
-                progress=not quiet,
-                overwrite=overwrite,
-            )
-            typer.echo(f"{split}: {len(records)} images → " + ", ".join(map(str, files.values())))
-        return
-    for split in jobs:
-        refuse_overwrite(out / f"{split}.npy", overwrite=overwrite)
-    extractor = Extractor(
+    cfg = _config(
+        config,
+        set_,
+        data__format=data_format,
+        runtime__device=device,
+        train__batch_size_eval=batch_size,
+        train__eval_flip=flip,
+        train__num_workers=workers,
+    )
+    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    written = extract_to(
+        cfg,
         checkpoint,
-        device=device,
-        batch_size=batch_size,
-        flip=flip,
-        num_workers=workers,
+        data_root,
+        out,
+        splits=wanted,
+        attributes=attributes,
+        overwrite=overwrite,
         progress=not quiet,
     )
-    for split, records in jobs.items():
-        path = extract_split(extractor, records, out / split)
-        typer.echo(f"{split}: {len(records)} images → {path} ({extractor.feature_dim}-d)")
+    for split, files in written.items():
+        typer.echo(f"{split}: → " + ", ".join(map(str, files)))
 
 
 @app.command("search")
@@ -542,10 +604,9 @@ def train_attributes_cmd(
 ) -> None:
     """Train the colour/type attribute model (re-id step, then softmax fine-tuning of both heads)
     on attributes.data_root (or data.sim_root); report held-out colour and type accuracy."""
-    from vreid.core.config import load_config
     from vreid.engine.attributes import train_attributes
 
-    cfg = load_config(config, set_ or [])
+    cfg = _config(config, set_)
     result = train_attributes(cfg, out, progress=not quiet)
     metrics = result.metrics or {}
     reid = (metrics.get("reid") or {}).get("held_out_reid") or {}
@@ -694,10 +755,9 @@ def pipeline_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run every stage; stages whose artefacts are up to date are skipped, an interrupted run resumes."""
-    from vreid.core.config import load_config
-    from vreid.workflows.pipeline import resolve_config, run_pipeline
+    from vreid.workflows.pipeline import run_pipeline
 
-    cfg = load_config(resolve_config(config), set_ or [])
+    cfg = _config(config, set_)
     run_dir = run_dir or Path("runs") / cfg.pipeline.name
     result = run_pipeline(cfg, run_dir, from_stage=from_stage, progress=not quiet)
     _print_results(result["metrics"], run_dir)
@@ -710,10 +770,9 @@ def demo_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """The demo: synthetic data (generated into data/demo when absent), both GLAMORs, the report."""
-    from vreid.core.config import load_config
-    from vreid.workflows.pipeline import resolve_config, run_pipeline
+    from vreid.workflows.pipeline import run_pipeline
 
-    cfg = load_config(resolve_config("demo"), set_ or [])
+    cfg = _config("demo", set_)
     result = run_pipeline(cfg, run_dir, progress=not quiet)
     _print_results(result["metrics"], run_dir)
 
@@ -734,16 +793,15 @@ def config_show_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Print a preset (or file) resolved with the defaults and --set overrides."""
-    from vreid.core.config import config_to_yaml, load_config
-    from vreid.workflows.pipeline import resolve_config
+    from vreid.core.config import config_to_yaml
 
-    typer.echo(config_to_yaml(load_config(resolve_config(name), set_ or [])), nl=False)
+    typer.echo(config_to_yaml(_config(name, set_)), nl=False)
 
 
 @config_app.command("list")
 def config_list_cmd() -> None:
     """List the built-in presets."""
-    from vreid.workflows.pipeline import list_presets
+    from vreid.core.config import list_presets
 
     for name, path in list_presets().items():
         typer.echo(f"{name}\t{path}")

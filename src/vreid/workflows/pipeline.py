@@ -39,8 +39,9 @@ import numpy as np
 from rich.console import Console
 
 from vreid.core.artefacts import write_json_atomic, write_npy_atomic
-from vreid.core.config import Config, save_config
+from vreid.core.config import Config, list_presets, resolve_config, save_config  # noqa: F401  (moved; old import path, removed after the chain merge)
 from vreid.core.errors import ConfigError, DatasetError, VreidError
+from vreid.synth import generate_from_config
 from vreid.workflows.calibration import colour_histogram_features
 
 console = Console(stderr=True)
@@ -52,29 +53,6 @@ METADATA = "ensemble+rerank+metadata"
 TRACKS = "ensemble+rerank+metadata+tracks"
 COLOUR_HISTOGRAM = "colour_histogram"
 UNTRAINED = "untrained"
-
-
-# --------------------------------------------------------------------------------------------
-# presets
-
-
-def list_presets() -> dict[str, Path]:
-    """The built-in presets shipped in the package: ``{name: path}``."""
-    folder = Path(__file__).parent / "configs"
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
-
-
-def resolve_config(name_or_path: str | Path) -> Path:
-    """A YAML path as given, or the built-in preset of that name (``demo``, ``tiny``, ``aic20`` …)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    presets = list_presets()
-    if str(name_or_path) in presets:
-        return presets[str(name_or_path)]
-    raise ConfigError(
-        f"{name_or_path}: no such config file or preset; presets: {', '.join(presets)}"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,10 +110,12 @@ class RunContext:
 
     def dataset(self) -> Any:
         if "dataset" not in self._cache:
-            from vreid.data import load_dataset
+            from vreid.data import load_from_config
 
             r = self.roots
-            self._cache["dataset"] = load_dataset(Path(r["real"]), r["format"])
+            self._cache["dataset"] = load_from_config(
+                self.config.data, root=Path(r["real"]), format=r["format"]
+            )
         return self._cache["dataset"]
 
     def trained_models(self) -> list[str]:
@@ -160,11 +140,17 @@ def _is_synth_output(path: Path) -> bool:
 
 
 def ensure_synthetic_data(config: Config, out: Path, *, progress: bool = True) -> Path:
-    """Generate the built-in synthetic dataset (``config.synth``) into ``out`` unless it is there."""
+    """Generate the built-in synthetic dataset (the ``synth`` section) into ``out`` unless it is
+    there; a folder made with other settings is refused, never silently reused."""
+    sc = config.synth
     if _is_synth_output(out):
         info_file = out / "synth.json"
         info = json.loads(info_file.read_text("utf-8")) if info_file.is_file() else {}
-        wanted = {"preset": config.synth.preset, "seed": config.synth.seed}
+        wanted = {"preset": sc.preset, "seed": sc.seed, "size": list(sc.size)}
+        if sc.ids is not None:
+            wanted["ids"] = sc.ids
+        if sc.cameras is not None:
+            wanted["cameras"] = sc.cameras
         found = {k: info.get(k) for k in wanted}
         if found != wanted:
             raise DatasetError(
@@ -172,12 +158,8 @@ def ensure_synthetic_data(config: Config, out: Path, *, progress: bool = True) -
                 "delete the folder or set pipeline.synth_dir to another one"
             )
         return out
-    from vreid.synth import generate
-
-    console.print(
-        f"generating synthetic data (preset {config.synth.preset!r}, seed {config.synth.seed}) in {out}"
-    )
-    generate(out, preset=config.synth.preset, seed=config.synth.seed, progress=progress)
+    console.print(f"generating synthetic data ({sc.model_dump(mode='json')}) in {out}")
+    generate_from_config(out, sc, progress=progress)
     if not _is_synth_output(out):
         raise DatasetError(f"{out}: synthetic generation did not produce real/ and simulation/")
     return out
@@ -267,7 +249,7 @@ def _crop_keys(config: Config) -> dict[str, Any]:
 
 def stage_data(ctx: RunContext) -> list[Path]:
     cfg = ctx.config
-    from vreid.data import load_dataset
+    from vreid.data import load_from_config
 
     if cfg.data.root is None:
         synth = ensure_synthetic_data(cfg, _synth_dir(ctx), progress=ctx.progress)
@@ -295,7 +277,7 @@ def stage_data(ctx: RunContext) -> list[Path]:
         real = cropped.get("real", real)
         sim = cropped.get("simulation", sim)
         attr_root = cropped.get("attributes", attr_root)
-    ds = load_dataset(real, fmt)
+    ds = load_from_config(cfg.data, root=real, format=fmt)
     for split in ("train", "query", "gallery"):
         if not ds.splits.get(split):
             raise DatasetError(
@@ -303,7 +285,7 @@ def stage_data(ctx: RunContext) -> list[Path]:
             )
     stats = {"main": _dataset_stats(ds)}
     if sim is not None:
-        stats["simulation"] = _dataset_stats(load_dataset(sim, sim_fmt))
+        stats["simulation"] = _dataset_stats(load_from_config(cfg.data, root=sim, format=sim_fmt))
     roots = {
         "real": str(real),
         "format": fmt,
