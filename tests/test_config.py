@@ -67,3 +67,40 @@ def test_saved_config_reloads_identically(tmp_path: Path):
     assert yaml.safe_load(out.read_text())["train"]["lr"] == pytest.approx(0.01)
     assert load_config(out) == cfg
     assert isinstance(load_config(out), Config)
+
+
+def test_presets_load_by_name_and_flags_sit_between_file_and_set():
+    """Every command reads settings through load_config: a preset name works as well as a file,
+    flag values override the file, --set overrides both, and None flags are 'not given'."""
+    cfg = load_config("tiny", ["train.lr=0.5"], values={"train.lr": 0.1, "train.epochs": 3})
+    assert cfg.pipeline.name == "tiny"
+    assert cfg.train.lr == pytest.approx(0.5)
+    assert cfg.train.epochs == 3
+    assert (
+        load_config("tiny", values={"train.epochs": None}).train.epochs
+        == load_config("tiny").train.epochs
+    )
+    with pytest.raises(ConfigError, match=r"no such config file or preset; presets: .*demo"):
+        load_config("tinyy")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found"):
+        load_config("missing.yaml")
+
+
+def test_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  lr: [1, 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert str(f) in msg
+    assert "line 3, column" in msg
+
+
+def test_one_device_setting():
+    """runtime.device is the only device key; the per-stage ones are gone."""
+    cfg = load_config(None, ["runtime.device=cpu"])
+    assert cfg.runtime.device == "cpu"
+    for section in ("train", "crop", "retrieval", "pipeline"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config(None, [f"{section}.device=cpu"])

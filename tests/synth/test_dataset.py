@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid.core.errors import ConfigError, VreidError
+from vreid.core.errors import ConfigError, DatasetError, VreidError
 from vreid.data import load_dataset
 from vreid.synth import generate
 
@@ -141,3 +142,24 @@ def test_overrides_change_counts(tmp_path: Path) -> None:
     )
     assert (boxes[:, 2] <= 96).all()
     assert (boxes[:, 3] <= 64).all()
+
+
+def test_config_settings_reach_the_generator(tmp_path: Path) -> None:
+    """synth.ids / cameras / size / seed of the config are what `vreid synth` and the pipeline
+    generate (they used to stop at the config)."""
+    from vreid.core.config import load_config
+    from vreid.synth import generate_from_config
+    from vreid.workflows.pipeline import ensure_synthetic_data
+
+    cfg = load_config(
+        None, ["synth.preset=tiny", "synth.ids=6", "synth.cameras=3", "synth.size=[64, 48]"]
+    )
+    out = generate_from_config(tmp_path / "s", cfg.synth, workers=1, progress=False)
+    info = json.loads((out / "synth.json").read_text())
+    assert (info["ids"], info["cameras"], info["size"]) == (6, 3, [64, 48])
+    with Image.open(next((out / "real" / "image_train").iterdir())) as im:
+        assert im.size == (64, 48)
+    assert ensure_synthetic_data(cfg, out, progress=False) == out  # same settings: reused
+    other = load_config(None, ["synth.preset=tiny", "synth.ids=8"])
+    with pytest.raises(DatasetError, match="'ids': 6"):
+        ensure_synthetic_data(other, out, progress=False)
