@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vreid.core.artefacts import write_text_atomic
 from vreid.core.errors import ConfigError
 
 
@@ -507,6 +508,5 @@ def config_to_yaml(config: BaseModel) -> str:
 
 def save_config(config: BaseModel, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config to ``path`` atomically (every run saves the config that made it)."""
-    from vreid.core.artefacts import write_text_atomic
 
     return write_text_atomic(path, config_to_yaml(config))

@@ -1,6 +1,9 @@
 """Format detection and the one entry point every stage uses: :func:`load_dataset`."""
 
 from __future__ import annotations
+from vreid.data.folder import read_folder
+from vreid.data.veri import read_veri
+from vreid.data.vehicleid import read_vehicleid
 
 import os
 import re
@@ -106,14 +109,11 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
             raise DatasetError(f"format {format} takes no options, got {sorted(options)}")
         return read_aic(root, format)
     if format == "veri776":
-        from vreid.data.veri import read_veri
 
         return read_veri(root, **options)
     if format == "vehicleid":
-        from vreid.data.vehicleid import read_vehicleid
 
         return read_vehicleid(root, **options)
-    from vreid.data.folder import read_folder
 
     return read_folder(root, **options)
 

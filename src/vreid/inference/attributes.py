@@ -11,10 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from vreid.core.artefacts import refuse_overwrite
 from vreid.core.devices import resolve_device
 from vreid.core.errors import CheckpointError
+from vreid.core.progress import progress_bar
 from vreid.data import ImageRecord
+from vreid.data.image_datasets import ReidImageDataset
+from vreid.data.transforms import build_transforms
+from vreid.inference.extract import eval_loader
+from vreid.inference.features import save_features
 from vreid.models.attributes import AttributeModel
+from vreid.models.checkpoint import build_from_arch, load_checkpoint, load_state_dict_checked
 
 _LIGHT_AUGMENT = {"brightness": 0.0, "contrast": 0.0, "pca_p": 0.0, "erasing_p": 0.0}
 
@@ -30,7 +37,6 @@ ATTRIBUTE_CHECKPOINT = "checkpoints/attributes.pt"
 def attribute_transforms(
     image_size: Sequence[int], *, train: bool, augment: str = "reid"
 ) -> Callable:
-    from vreid.data.transforms import build_transforms
 
     options = _LIGHT_AUGMENT if (train and augment == "light") else {}
     return build_transforms(tuple(image_size), train=train, **options)
@@ -52,9 +58,6 @@ def predict_attributes(
     Returns float32 arrays ``{"color": (N, E), "type": (N, E), "color_probs": (N, Cc),
     "type_probs": (N, Ct)}``: each head's penultimate features and class probabilities.
     """
-    from vreid.core.progress import progress_bar
-    from vreid.data.image_datasets import ReidImageDataset
-    from vreid.inference.extract import eval_loader
 
     dev = resolve_device(device)
     was_training = model.training
@@ -113,7 +116,6 @@ def load_attribute_model(
     for missing or foreign checkpoints and, with ``require_heads``, for one whose colour/type
     heads were never trained.
     """
-    from vreid.models.checkpoint import build_from_arch, load_checkpoint, load_state_dict_checked
 
     ckpt = load_checkpoint(checkpoint)
     if ckpt["arch"].get("name") != "attributes":
@@ -153,8 +155,6 @@ def extract_attribute_features(
     :data:`~vreid.data.attributes.ATTRIBUTE_CLASSES`). Existing files are an error unless
     ``overwrite``. Returns ``{kind: npy path}``.
     """
-    from vreid.core.artefacts import refuse_overwrite
-    from vreid.inference.features import save_features
 
     out = Path(out_dir)
     for kind in FEATURE_KINDS:

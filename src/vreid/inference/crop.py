@@ -43,6 +43,7 @@ from vreid.core.artefacts import atomic_path, write_json_atomic, write_text_atom
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, DatasetError
 from vreid.core.progress import progress_bar
+from vreid.data import load_dataset
 from vreid.data.files import is_image_name, walk_files
 from vreid.inference.select import Selection, flatten_detections, select_boxes
 from vreid.models.detectors import LoadedDetector, detector_spec, file_sha256, load_detector
@@ -600,7 +601,6 @@ def crop_dataset(
         quality: JPEG quality of the written crops.
         progress: show a progress bar.
     """
-    from vreid.data import load_dataset
 
     src_root, dst_root = _check_roots(Path(src), Path(dst), detector)
     dataset = load_dataset(src_root, format)

@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from vreid.core.devices import resolve_device
 from vreid.core.progress import progress_bar
-from vreid.data.image_datasets import worker_errors
+from vreid.data.image_datasets import ImageListDataset, worker_errors
 from vreid.data.records import ImageRecord
+from vreid.data.transforms import build_transforms
 from vreid.inference.features import save_features
+from vreid.models.checkpoint import load_checkpoint, load_model
 
 
 @torch.no_grad()
@@ -129,7 +131,6 @@ class Extractor:
         amp: str = "off",
         progress: bool = False,
     ) -> None:
-        from vreid.models.checkpoint import load_checkpoint, load_model
 
         self.checkpoint = Path(checkpoint)
         self.device = resolve_device(device)
@@ -149,7 +150,6 @@ class Extractor:
             if self.device.type == "cuda" or amp == "bf16"
             else None
         )
-        from vreid.data.transforms import build_transforms
 
         self.transform = build_transforms(self.image_size, train=False)
 
@@ -162,9 +162,6 @@ class Extractor:
     def __call__(self, images: Any, *, description: str = "features") -> torch.Tensor:
         """Features (N, D) of ``images`` (a sequence of paths/PIL images/arrays, or one image)."""
         from PIL import Image
-
-        from vreid.data.image_datasets import ImageListDataset
-        from vreid.inference.extract import eval_loader, extract_features
 
         if isinstance(images, str | os.PathLike | Image.Image) or (
             hasattr(images, "ndim") and images.ndim in (2, 3) and not isinstance(images, list)

@@ -33,6 +33,7 @@ from torch import nn
 
 from vreid.core.artefacts import atomic_path
 from vreid.core.errors import CheckpointError
+from vreid.models import build_model
 
 FORMAT = "vreid-checkpoint"
 VERSION = 1
@@ -51,7 +52,6 @@ def arch_from_config(model_config: Any, num_classes: int) -> dict[str, Any]:
 
 def build_from_arch(arch: dict[str, Any], **extra: Any) -> nn.Module:
     """Build the (untrained) model an ``arch`` dict describes."""
-    from vreid.models import build_model
 
     options = {k: v for k, v in arch.items() if k not in ("name", "num_classes")}
     options.update(extra)

@@ -25,6 +25,7 @@ import numpy as np
 from vreid.core.artefacts import write_text_atomic
 from vreid.core.config import SynthConfig
 from vreid.core.errors import ConfigError, VreidError
+from vreid.core.progress import progress_bar
 from vreid.data.aic import write_aic
 from vreid.data.records import ImageRecord
 from vreid.synth.camera import CameraSpec, sample_camera
@@ -592,7 +593,6 @@ def _render_with_progress(
 ) -> np.ndarray:
     if not progress:
         return render_tasks(plan, size, workers=workers)
-    from vreid.core.progress import progress_bar
 
     with progress_bar() as bar:
         job = bar.add_task("rendering", total=len(plan.tasks), info="images")
