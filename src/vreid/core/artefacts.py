@@ -68,6 +68,36 @@ def write_npy_atomic(path: str | os.PathLike[str], array: Any) -> Path:
     return Path(path)
 
 
+def read_npy(path: str | os.PathLike[str]) -> Any:
+    """Read a ``.npy`` array written by vreid (no pickles); any unreadable file — missing, empty,
+    truncated, not an array — is a :class:`VreidError` naming it."""
+    import numpy as np
+
+    p = Path(path)
+    try:
+        return np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise VreidError(f"{p}: file not found") from None
+    except (ValueError, OSError, EOFError) as err:
+        reason = "empty file" if p.is_file() and p.stat().st_size == 0 else str(err) or "truncated"
+        raise VreidError(f"{p}: not a readable .npy array ({reason})") from None
+
+
+def read_json(path: str | os.PathLike[str], *, kind: type = dict) -> Any:
+    """Read a JSON file whose top level must be ``kind``; any problem is a :class:`VreidError`
+    naming the file (an empty or hand-edited metrics.json never crashes a command)."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VreidError(f"{p}: file not found") from None
+    except (ValueError, OSError) as err:
+        raise VreidError(f"{p}: not valid JSON ({err})") from None
+    if not isinstance(obj, kind):
+        raise VreidError(f"{p}: expected a JSON {kind.__name__} at the top level")
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

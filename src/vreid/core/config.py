@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,8 +62,11 @@ class SynthConfig(Section):
     """Real identities (train + test); ``None``: the preset's number."""
     cameras: int | None = Field(None, ge=2)
     """Real cameras; ``None``: the preset's number."""
-    size: tuple[int, int] = (256, 256)
-    """Image (width, height) in pixels."""
+    size: tuple[Annotated[int, Field(ge=32, le=2048)], Annotated[int, Field(ge=32, le=2048)]] = (
+        256,
+        256,
+    )
+    """Image (width, height) in pixels, each from 32 to 2048."""
 
 
 # --------------------------------------------------------------------------------------------

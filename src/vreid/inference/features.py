@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vreid.core.artefacts import write_npy_atomic, write_text_atomic
-from vreid.core.errors import FeatureFileError
+from vreid.core.artefacts import read_npy, write_npy_atomic, write_text_atomic
+from vreid.core.errors import FeatureFileError, VreidError
 
 
 def _paths(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -50,9 +50,9 @@ def load_features(
     if not idx.is_file():
         raise FeatureFileError(f"{idx}: name index not found (expected beside {npy.name})")
     try:
-        feats = np.load(npy, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise FeatureFileError(f"{npy}: not a readable .npy array ({err})") from None
+        feats = read_npy(npy)
+    except VreidError as err:
+        raise FeatureFileError(str(err)) from None
     if feats.ndim != 2:
         raise FeatureFileError(f"{npy}: expected a 2-D array (N, D), got shape {feats.shape}")
     if not np.issubdtype(feats.dtype, np.floating):

@@ -517,6 +517,10 @@ def _write_attributes(root: Path, vehicles: Sequence[VehicleSpec]) -> None:
     write_text_atomic(root / "vehicle_attributes.csv", "\n".join(lines) + "\n")
 
 
+MAX_SIZE = 2048
+"""Largest image side the generator renders (a 30000×30000 request would need ~40 GiB)."""
+
+
 def generate(
     out: str | os.PathLike[str],
     *,
@@ -543,13 +547,22 @@ def generate(
     unless ``overwrite``.
     """
     out = Path(out)
-    if len(size) != 2 or min(size) < 32:
-        raise ConfigError(f"synth size={size}: need (width, height), each at least 32 pixels")
-    size = (int(size[0]), int(size[1]))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise VreidError(
-            f"{out} already exists and is not empty; choose another folder or pass --overwrite"
+    if len(size) != 2 or min(size) < 32 or max(size) > MAX_SIZE:
+        raise ConfigError(
+            f"synth size={size}: need (width, height), each from 32 to {MAX_SIZE} pixels"
         )
+    size = (int(size[0]), int(size[1]))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise VreidError(
+                f"{out} already exists and is not empty; choose another folder or pass --overwrite"
+            )
+        if not (out / "synth.json").is_file():
+            # --overwrite replaces what `vreid synth` made, never an arbitrary folder
+            raise VreidError(
+                f"{out}: --overwrite only replaces a folder made by `vreid synth` (with its "
+                "synth.json); this one is not: choose another folder"
+            )
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

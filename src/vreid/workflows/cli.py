@@ -817,8 +817,20 @@ def main() -> None:
     except VreidError as err:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(err))
+    except OSError as err:
+        # The machine said no (read-only folder, full disk, a file where a folder should be …):
+        # one line naming the path and the cause, as for bad input.
+        if _state["debug"]:
+            raise
+        where = " → ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+        cause = err.strerror or str(err)
+        _fail(f"{where}: {cause}" if where else cause)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
