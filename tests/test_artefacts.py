@@ -79,3 +79,43 @@ def test_synth_overwrite_replaces_only_synth_output(tmp_path: Path, vreid_cli):
     assert proc.returncode == 2
     assert "only replaces a folder made by `vreid synth`" in proc.stderr
     assert (thesis / "chapter1.tex").read_text() == "years of work"
+
+
+def test_run_lock_refuses_a_second_run_and_survives_a_killed_holder(tmp_path: Path):
+    """Two runs on one folder: the second is refused naming the holder's pid; a SIGKILLed holder
+    leaves no lock behind (the kernel drops it), and a killed writer's temporary is cleaned."""
+    import signal
+    import subprocess
+    import sys
+
+    from vreid.core.artefacts import run_lock
+    from vreid.core.errors import VreidError
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vreid.core.artefacts import run_lock\n"
+            f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(VreidError, match=rf"is in use by pid {holder.pid} "),
+            run_lock(tmp_path),
+        ):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    orphan = tmp_path / "checkpoints" / ".last.ab12cd34.tmp.pt"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "checkpoints" / "last.pt"
+    keep.write_bytes(b"whole")
+    with run_lock(tmp_path):
+        assert not orphan.exists()
+        assert keep.read_bytes() == b"whole"

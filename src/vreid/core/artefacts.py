@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()  # read once: os.umask can only be read by setting it
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
+"""Names :func:`atomic_path` gives its temporaries (``tempfile.mkstemp``'s 8 random characters)."""
 
 
 @contextlib.contextmanager
@@ -121,6 +124,66 @@ def new_run_dir(base: str | os.PathLike[str], name: str, *, resume: bool = False
     candidate = base / f"{name}-{i}"
     candidate.mkdir(parents=True)
     return candidate
+
+
+LOCK_FILE = ".vreid.lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``run_dir`` for this process while the block runs; a second run on the same folder is
+    refused with a :class:`VreidError` naming the holder (pid, host, command, start time).
+
+    The lock is an ``flock`` on ``run_dir/.vreid.lock``: the kernel releases it when the holder
+    exits, however it exits (SIGKILL included), so a stale lock can never block a later run; the
+    file's text only says who holds it. On entry, stale temporaries of :func:`atomic_path` left by
+    a killed writer (``.<name>.<random>.tmp<suffix>``) are removed: with the folder held, no other
+    writer can own them.
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise VreidError(
+            f"{folder} is in use by {holder}; wait for it to finish or choose another folder"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {started})")
+        handle.flush()
+        remove_stale_temporaries(folder)
+        yield folder
+    finally:
+        handle.seek(0)
+        handle.truncate()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` leaves when its process is killed mid-write
+    (hidden ``.<stem>.<random>.tmp<suffix>`` files) anywhere under ``folder``; returns them. Call
+    only on a folder this process holds (:func:`run_lock`)."""
+    removed = []
+    for p in Path(folder).rglob(".*.tmp*"):
+        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def refuse_overwrite(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
