@@ -25,7 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 _state = {"debug": False}
@@ -35,12 +36,17 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="FILE|PRESET",
         help="YAML config file or built-in preset (vreid config list); default: the paper's values.",
     ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config key: --set train.lr=1e-4 (repeatable)."),
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key: --set train.lr=1e-4 (repeatable).",
+    ),
 ]
 
 
