@@ -60,7 +60,7 @@ UNTRAINED = "untrained"
 
 def list_presets() -> dict[str, Path]:
     """The built-in presets shipped in the package: ``{name: path}``."""
-    folder = Path(__file__).parent / "configs"
+    folder = Path(__file__).parents[1] / "configs"
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
