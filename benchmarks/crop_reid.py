@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vreid.core.config import load_config
-from vreid.workflows.pipeline import resolve_config, run_pipeline
+from vreid.core.config import load_config, resolve_config
+from vreid.workflows.pipeline import run_pipeline
 
 
 def _train_detector(real: Path, out: Path, epochs: int) -> Path:

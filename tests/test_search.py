@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from vreid.core.config import load_config
 from vreid.core.errors import DatasetError
 from vreid.inference.extract import Extractor
 from vreid.retrieval.distance import ensemble, pairwise_distances
-from vreid.retrieval.reranking import rerank
+from vreid.retrieval.reranking import original_distance, rerank
+from vreid.workflows.cli import app
 from vreid.workflows.search import search_images
 
 
@@ -51,21 +53,30 @@ def _features(ckpt, paths):
     return Extractor(ckpt, device="cpu")(paths).numpy()
 
 
+def _config(*overrides: str):
+    return load_config(None, ["runtime.device=cpu", *overrides])
+
+
 def test_plain_distances_and_ranking_files(checkpoints, folders, tmp_path):
     query, gallery = folders
+    cfg = _config("retrieval.top=7", "retrieval.rerank=false")
     result = search_images(
-        checkpoints[:1], query, gallery, tmp_path / "out", top=7, rerank=False, device="cpu",
-        progress=False,
-    )  # fmt: skip
+        checkpoints[:1], query, gallery, tmp_path / "out", config=cfg, progress=False
+    )
     q_paths = sorted(query.iterdir())
     g_paths = sorted(gallery.rglob("*.jpg"), key=lambda p: p.relative_to(gallery).as_posix())
     assert result.queries == q_paths
     assert result.gallery == g_paths
-    expected = pairwise_distances(
-        _features(checkpoints[0], q_paths), _features(checkpoints[0], g_paths)
-    )
+    # without re-ranking: the squared Euclidean distance over each query's largest (same order)
+    q_feats, g_feats = _features(checkpoints[0], q_paths), _features(checkpoints[0], g_paths)
+    expected = pairwise_distances(q_feats, g_feats, squared=True)
+    expected /= np.maximum(
+        expected.max(1), pairwise_distances(q_feats, q_feats, squared=True).max(1)
+    )[:, None]
     np.testing.assert_allclose(result.distances, expected, atol=1e-5)
-    assert np.array_equal(result.ranking, np.argsort(expected, axis=1, kind="stable")[:, :7])
+    assert np.array_equal(
+        result.ranking, np.argsort(result.distances, axis=1, kind="stable")[:, :7]
+    )
 
     out = result.out_dir
     assert np.array_equal(np.load(out / "distances.npy"), result.distances)
@@ -81,32 +92,56 @@ def test_plain_distances_and_ranking_files(checkpoints, folders, tmp_path):
     assert (out / "ranklists.png").read_bytes()[:4] == b"\x89PNG"
     settings = json.loads((out / "search.json").read_text())
     assert settings["queries"] == len(q_paths)
-    assert settings["rerank"] is None
+    assert settings["steps"]["rerank"] is False
+    assert settings["row"] == "ensemble"
+    assert settings["top"] == 7
 
 
 def test_two_models_are_reranked_then_averaged(checkpoints, folders, tmp_path):
     query, gallery = folders
+    cfg = _config("retrieval.k1=6", "retrieval.k2=3", "retrieval.ensemble_weights=[2,1]")
     result = search_images(
-        checkpoints, query, gallery, tmp_path / "out", k1=6, k2=3, device="cpu", progress=False
+        checkpoints, query, gallery, tmp_path / "out", config=cfg, progress=False
     )
     q_paths, g_paths = result.queries, result.gallery
     expected = ensemble(
         [
             rerank(_features(c, q_paths), _features(c, g_paths), k1=6, k2=3, lambda_value=0.3)
             for c in checkpoints
-        ]
+        ],
+        [2, 1],
     )
     np.testing.assert_allclose(result.distances, expected, atol=1e-5)
+    settings = json.loads((result.out_dir / "search.json").read_text())
+    assert settings["row"] == "ensemble+rerank"
+    assert settings["retrieval"]["k1"] == 6
+
+
+def test_cli_flags_are_config_shorthands(checkpoints, folders, tmp_path):
+    """-c takes a preset name (tiny: k1=6, k2=3); --no-rerank and --top set retrieval keys."""
+    query, gallery = folders
+    out = tmp_path / "cli"
+    args = ["search", str(checkpoints[0]), "-q", str(query), "-g", str(gallery), "-o", str(out)]
+    res = CliRunner().invoke(app, [*args, "-c", "tiny", "--no-rerank", "--top", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((out / "search.json").read_text())
+    assert settings["top"] == 3
+    assert settings["retrieval"]["rerank"] is False
+    assert settings["retrieval"]["k1"] == 6
+    assert settings["device"] == "cpu"
+    with (out / "ranking.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 3 * len(list(query.iterdir()))
 
 
 def test_a_single_query_file_and_runs_are_never_overwritten(checkpoints, folders, tmp_path):
     query, gallery = folders
     one = sorted(query.iterdir())[2]
+    cfg = _config("retrieval.rerank=false")
     first = search_images(
-        checkpoints[:1], one, gallery, tmp_path / "out", rerank=False, device="cpu", progress=False
+        checkpoints[:1], one, gallery, tmp_path / "out", config=cfg, progress=False
     )
     second = search_images(
-        checkpoints[:1], one, gallery, tmp_path / "out", rerank=False, device="cpu", progress=False
+        checkpoints[:1], one, gallery, tmp_path / "out", config=cfg, progress=False
     )
     assert first.queries == [one]
     assert first.distances.shape == (1, len(first.gallery))
@@ -116,15 +151,16 @@ def test_a_single_query_file_and_runs_are_never_overwritten(checkpoints, folders
 
 def test_crop_first_searches_the_crops(checkpoints, folders, random_detector, tmp_path):
     query, gallery = folders
+    cfg = _config("retrieval.rerank=false", "crop.enabled=true")
+    cfg.crop.weights = random_detector
     result = search_images(
-        checkpoints[:1], query, gallery, tmp_path / "out", rerank=False, crop=True,
-        detector_weights=random_detector, device="cpu", progress=False,
-    )  # fmt: skip
+        checkpoints[:1], query, gallery, tmp_path / "out", config=cfg, progress=False
+    )
     crops = result.out_dir / "crops"
     q_crops = [crops / "query" / p.name for p in result.queries]
     assert all(p.is_file() for p in q_crops)
     g_crops = [crops / "gallery" / p.relative_to(gallery) for p in result.gallery]
-    expected = pairwise_distances(
+    expected = original_distance(
         _features(checkpoints[0], q_crops), _features(checkpoints[0], g_crops)
     )
     np.testing.assert_allclose(result.distances, expected, atol=1e-5)
@@ -132,14 +168,15 @@ def test_crop_first_searches_the_crops(checkpoints, folders, random_detector, tm
 
 def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path, vreid_cli):
     query, _ = folders
+    cfg = _config()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DatasetError, match=r"empty: no images"):
-        search_images(checkpoints[:1], query, empty, tmp_path / "o", device="cpu", progress=False)
+        search_images(checkpoints[:1], query, empty, tmp_path / "o", config=cfg, progress=False)
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     with pytest.raises(DatasetError, match=r"notes.txt: the query is not an image"):
-        search_images(checkpoints[:1], notes, query, tmp_path / "o", device="cpu", progress=False)
+        search_images(checkpoints[:1], notes, query, tmp_path / "o", config=cfg, progress=False)
     proc = vreid_cli("search", checkpoints[0], "--query", tmp_path / "nope", "--gallery", query)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ import pytest
 import yaml
 from report_pages import parse_report
 
-from vreid.core.config import load_config
+from vreid.core.config import list_presets, load_config, resolve_config
 from vreid.core.errors import ConfigError
-from vreid.workflows.pipeline import list_presets, resolve_config, run_pipeline
+from vreid.workflows.pipeline import build_stages, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE_KEYS = [
@@ -39,19 +40,21 @@ def test_packaged_presets_validate():
         resolve_config("no-such-preset")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(
-        resolve_config("tiny"),
-        [f"data.root={tiny_synth / 'real'}", f"data.sim_root={tiny_synth / 'simulation'}"],
+def test_ensemble_members_must_be_trained_models():
+    """An ensemble member missing from pipeline.models is refused, naming both lists; so are
+    ensemble weights of another length."""
+    tiny = resolve_config("tiny")
+    cfg = load_config(tiny, ["pipeline.models=[glamor]"])
+    message = (
+        "pipeline.ensemble ['glamor', 'counter_glamor'] names ['counter_glamor'], not among the "
+        "trained pipeline.models ['glamor']"
     )
-    # A relative run directory, as `make demo` passes it (runs/demo); later tests re-run the same
-    # directory by its absolute path and must find the stages up to date.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(base)
-        first = run_pipeline(cfg, Path("run"), progress=False)
-    return cfg, base / "run", first
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_stages(cfg)
+    cfg = load_config(tiny, ["retrieval.ensemble_weights=[1,2,3]"])
+    with pytest.raises(ConfigError, match=r"ensemble_weights \[1.0, 2.0, 3.0\] has 3 entries"):
+        build_stages(cfg)
+    assert "ensemble_weights" not in load_config(tiny).pipeline.model_dump()
 
 
 @pytest.mark.slow
@@ -65,9 +68,6 @@ def test_tiny_pipeline_writes_every_artefact(tiny_run):
         "train-counter_glamor",
         "extract",
         "distances",
-        "metadata",
-        "rerank",
-        "tracks",
         "metrics",
         "submission",
         "report",
@@ -142,19 +142,28 @@ def test_tiny_pipeline_caches_and_reruns_from_a_stage(tiny_run):
     assert again["ran"] == []
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
-    rerun = run_pipeline(cfg, run_dir, from_stage="rerank", progress=False)
-    assert rerun["ran"] == ["rerank", "tracks", "metrics", "submission", "report"]
+    rerun = run_pipeline(cfg, run_dir, from_stage="distances", progress=False)
+    assert rerun["ran"] == ["distances", "metrics", "submission", "report"]
     assert "extract" in rerun["skipped"]
 
-    # a changed re-ranking key re-runs re-ranking and what follows, not the training
+    # a changed re-ranking key re-runs the retrieval chain and what follows, not the training
     changed = cfg.model_copy(deep=True)
     changed.retrieval.k1 = cfg.retrieval.k1 + 1
     third = run_pipeline(changed, run_dir, progress=False)
     assert "train-glamor" in third["skipped"]
-    assert "rerank" in third["ran"]
-    assert "metrics" in third["ran"]
+    assert third["ran"] == ["distances", "metrics", "submission", "report"]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["retrieval"]["k1"] == cfg.retrieval.k1 + 1
+
+    # retrieval.top: the metrics' depth and the submission's length, nothing upstream
+    shorter = cfg.model_copy(deep=True)
+    shorter.retrieval.top = 5
+    fourth = run_pipeline(shorter, run_dir, progress=False)
+    assert fourth["ran"] == ["distances", "metrics", "submission", "report"]
+    assert len(fourth["metrics"]["glamor"]["cmc"]) == 5
+    lines = (run_dir / "track2.txt").read_text().splitlines()
+    assert {len(line.split()) for line in lines} == {5}
+    run_pipeline(cfg, run_dir, progress=False)  # as it was, for the other tests
 
     with pytest.raises(ConfigError, match="unknown stage"):
         run_pipeline(cfg, run_dir, from_stage="nope", progress=False)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from vreid.core.config import load_config
-from vreid.workflows.pipeline import resolve_config, run_pipeline
+from vreid.core.config import load_config, resolve_config
+from vreid.workflows.pipeline import run_pipeline
 
 SRC_ROOT = Path(__file__).resolve().parents[2] / "src"
 EPOCHS = 12

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from vreid.core.config import load_config
 from vreid.core.errors import FeatureFileError
 from vreid.data import ImageRecord, load_dataset, write_aic
 from vreid.inference.features import save_features
 from vreid.retrieval.metrics import evaluate
-from vreid.retrieval.reranking import rerank
+from vreid.retrieval.reranking import original_distance, rerank
 from vreid.retrieval.submission import check_submission
 from vreid.workflows.cli import app
 from vreid.workflows.rank import rank_split
@@ -92,15 +93,32 @@ def test_rank_cli_writes_everything(split):
     q, g = len(ds["query"]), len(ds["gallery"])
     ranks = check_submission(out / "track2.txt", q, g)
     assert ranks.shape == (q, g)  # gallery < 100: the whole gallery per line
+    rows = [
+        "glamor",
+        "counter",
+        "ensemble",
+        "ensemble+rerank",
+        "ensemble+rerank+metadata",
+        "ensemble+rerank+metadata+tracks",
+    ]
+    info = json.loads((out / "rank.json").read_text())
+    assert info["rows"] == rows
+    assert info["final"] == rows[-1]
+    assert info["steps"]["metadata"] == ["type", "color"]
+    assert info["steps"]["track_average"] is True
+    # metrics.json: the pipeline's table, {row: metrics} (AIC mAP@top + the full-length mAP)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"glamor", "counter"}
-    assert metrics["steps"]["metadata"] == ["type", "color"]
-    assert metrics["steps"]["track_average"] is True
-    dist = np.load(out / "distances.npy")
-    assert dist.shape == (q, g)
+    assert list(metrics) == rows
+    assert sorted(p.name for p in (out / "distances").iterdir()) == sorted(f"{r}.npy" for r in rows)
     qid = [r.vehicle_id for r in ds["query"]]
     gid = [r.vehicle_id for r in ds["gallery"]]
-    assert metrics["final"]["mAP"] == pytest.approx(evaluate(dist, qid, gid)["mAP"])
+    for row in rows:
+        dist = np.load(out / "distances" / f"{row}.npy")
+        assert dist.shape == (q, g)
+        assert metrics[row]["mAP"] == pytest.approx(evaluate(dist, qid, gid)["mAP"])
+        full = evaluate(dist, qid, gid, protocol="all", max_rank=g)
+        assert metrics[row]["full"]["mAP"] == pytest.approx(full["mAP"])
+    assert "ensemble+rerank+metadata+tracks" in res.output
     lines = (out / "ranked_lists.txt").read_text().splitlines()
     assert lines[0].split()[0] == ds["query"][0].name
     assert lines[0].split()[1] == ds["gallery"][ranks[0, 0] - 1].name
@@ -112,14 +130,35 @@ def test_rank_cli_writes_everything(split):
 
 def test_rank_split_matches_the_api(split):
     root, tmp, _ds, feats = split
-    from vreid.core.config import load_config
-
     cfg = load_config(None, ["retrieval.track_average=false", "retrieval.k1=6", "retrieval.k2=3"])
     res = rank_split([tmp / "features/glamor"], root, tmp / "out", config=cfg)
+    assert res.final == "ensemble+rerank"
     fq, fg = feats["glamor"]
     expected = rerank(fq, fg, k1=6, k2=3)
-    np.testing.assert_array_equal(np.load(tmp / "out/distances.npy"), expected)
-    assert res.metrics["mAP"] > 0.5  # clustered features: re-ranking finds the ids
+    np.testing.assert_array_equal(np.load(tmp / "out/distances/ensemble+rerank.npy"), expected)
+    assert res.final_metrics["mAP"] > 0.5  # clustered features: re-ranking finds the ids
+
+
+def test_flags_are_config_shorthands(split):
+    """-c takes a preset name; --no-rerank and --top set retrieval.rerank / retrieval.top."""
+    root, tmp, _ds, feats = split
+    out = tmp / "ranked"
+    args = ["rank", str(tmp / "features/glamor"), "-d", str(root), "-o", str(out), "-c", "tiny"]
+    res = CliRunner().invoke(app, [*args, "--no-rerank", "--top", "7"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "rank.json").read_text())
+    assert info["rows"] == ["glamor", "ensemble", "ensemble+tracks"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["ensemble"]["cmc"]) == 7
+    assert all(len(line.split()) == 7 for line in (out / "track2.txt").read_text().splitlines())
+    saved = load_config(out / "config.yaml")
+    assert saved.retrieval.rerank is False
+    assert saved.retrieval.top == 7
+    assert saved.retrieval.k1 == 6  # the tiny preset's
+    fq, fg = feats["glamor"]
+    np.testing.assert_array_equal(
+        np.load(out / "distances/ensemble.npy"), original_distance(fq, fg)
+    )
 
 
 def test_rank_errors_name_the_file(split, vreid_cli):

@@ -291,14 +291,17 @@ class RetrievalConfig(Section):
     gamma_colour: float = Field(0.1, ge=0)
     """Weight of the colour-feature distance in the metadata-aware original distance."""
     track_average: bool = True
-    """Replace each distance by the mean over the gallery image's track."""
+    """Replace each distance by the mean over the gallery image's track (when some gallery image
+    has a track; images without one keep their own distance)."""
     protocol: Literal["aic", "veri", "all"] = "aic"
-    """Evaluation protocol: aic (mAP@100), veri (same id and camera removed), all (full length)."""
+    """Evaluation protocol: aic (mAP@``top``), veri (same id and camera removed), all (full length)."""
     ensemble_weights: list[float] | None = None
-    """Weights of the models' distance matrices in the ensemble, in the order given; ``None``:
-    equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
+    """Weights of the models' distance matrices in the ensemble, in the order given (the feature
+    directories of ``vreid rank``, the checkpoints of ``vreid search``, ``pipeline.ensemble``);
+    ``None``: equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
     top: int = Field(100, ge=1)
-    """Gallery images per query in ranked lists and ``track2.txt`` (AIC: 100)."""
+    """Gallery images per query in ranked lists and ``track2.txt``, and the depth of the AIC mAP
+    and of the CMC curve in the metrics (AIC: 100)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,10 +320,8 @@ class PipelineConfig(Section):
     """Embedding models trained, each a row of the results table (add resnet50 /
     resnext101_32x8d for the paper's baselines)."""
     ensemble: list[str] = ["glamor", "counter_glamor"]
-    """Models whose distance matrices are averaged (paper: GLAMOR and Counter GLAMOR); only those
-    also listed in ``models`` are used."""
-    ensemble_weights: list[float] | None = None
-    """Weights of the ensemble members, in ``ensemble`` order; ``None``: 1:1 (paper)."""
+    """Models whose distance matrices are averaged (paper: GLAMOR and Counter GLAMOR), in the order
+    of ``retrieval.ensemble_weights``; each must also be listed in ``models``."""
     pretrain: bool = True
     """Pre-train each model on synthetic data (``data.sim_root``, or the generated simulation split
     when ``data.root`` is null) before fine-tuning on the real training split (paper: yes)."""

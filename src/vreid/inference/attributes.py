@@ -134,6 +134,31 @@ def load_attribute_model(
     return model.eval(), ckpt
 
 
+def attribute_features(
+    checkpoint: str | os.PathLike[str],
+    records: Sequence[ImageRecord],
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """:func:`predict_attributes` with the model of ``checkpoint`` at the image size it was trained
+    at: ``{"color": (N, E), "type": (N, E), "color_probs": (N, Cc), "type_probs": (N, Ct)}``."""
+    model, ckpt = load_attribute_model(checkpoint)
+    model_cfg = (ckpt.get("config") or {}).get("model") or {}
+    image_size = tuple(model_cfg.get("image_size", (224, 224)))
+    return predict_attributes(
+        model,
+        records,
+        image_size,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+
+
 def extract_attribute_features(
     checkpoint: str | os.PathLike[str],
     records: Sequence[ImageRecord],
@@ -159,13 +184,9 @@ def extract_attribute_features(
     out = Path(out_dir)
     for kind in FEATURE_KINDS:
         refuse_overwrite(out / kind / f"{split}.npy", overwrite=overwrite)
-    model, ckpt = load_attribute_model(checkpoint)
-    model_cfg = (ckpt.get("config") or {}).get("model") or {}
-    image_size = tuple(model_cfg.get("image_size", (224, 224)))
-    outputs = predict_attributes(
-        model,
+    outputs = attribute_features(
+        checkpoint,
         records,
-        image_size,
         device=device,
         batch_size=batch_size,
         num_workers=num_workers,

@@ -30,6 +30,11 @@ def _track_codes(gallery_track_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
     return codes
 
 
+def has_tracks(gallery_track_ids: Sequence[Any] | np.ndarray) -> bool:
+    """Whether some gallery image has a track (``None``, NaN and negative ints mean none)."""
+    return bool((_track_codes(gallery_track_ids) >= 0).any())
+
+
 def average_by_track(
     distmat: np.ndarray, gallery_track_ids: Sequence[Any] | np.ndarray
 ) -> np.ndarray:

@@ -539,7 +539,7 @@ def search_cmd(
     checkpoints: Annotated[
         list[Path],
         typer.Argument(
-            help="Checkpoints of `vreid train`; several are ensembled (distances averaged)."
+            help="Checkpoints of `vreid train`; several are ensembled (retrieval.ensemble_weights)."
         ),
     ],
     query: Annotated[
@@ -552,43 +552,73 @@ def search_cmd(
         Path,
         typer.Option("--out", "-o", help="Run directory (a non-empty one is kept: DIR-2 is used)."),
     ] = Path("runs/search"),
-    top: Annotated[int, typer.Option("--top", min=1, help="Nearest images listed per query.")] = 10,
+    attributes: Annotated[
+        Path | None,
+        typer.Option(
+            "--attributes",
+            help="Attribute model (checkpoints/attributes.pt of `vreid train-attributes`): its "
+            "colour/type features are the re-ranking metadata (retrieval.gamma_type/gamma_colour).",
+        ),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="Nearest images listed per query (retrieval.top)."),
+    ] = None,
     rerank: Annotated[
-        bool, typer.Option("--rerank/--no-rerank", help="k-reciprocal re-ranking per model.")
-    ] = True,
+        bool | None,
+        typer.Option("--rerank/--no-rerank", help="k-reciprocal re-ranking (retrieval.rerank)."),
+    ] = None,
     crop: Annotated[
-        bool, typer.Option("--crop", help="Crop both sides with a vehicle detector first.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--crop/--no-crop", help="Crop both sides with a vehicle detector first (crop.enabled)."
+        ),
+    ] = None,
     detector_weights: Annotated[
         Path | None,
         typer.Option(
             "--detector-weights",
             help="With --crop: a `vreid train-detector` checkpoint or torchvision COCO file "
-            "(default: COCO weights from torchvision's cache).",
+            "(crop.weights; null: COCO weights from torchvision's cache).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
-    flip: Annotated[bool, typer.Option("--flip", help="Average with mirrored images.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (runtime.device).")
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        typer.Option("--flip/--no-flip", help="Average with mirrored images (train.eval_flip)."),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Find the vehicles of the query images in a folder of other images (no dataset needed).
 
-    Writes DIR/ranking.csv (query, rank, gallery image, distance), DIR/ranklists.png, the full
-    distance matrix DIR/distances.npy and DIR/search.json (the settings).
+    Runs the retrieval chain of `vreid rank` with the settings of --config/--set; each option names
+    the config key it sets (an option given wins over the config). Writes DIR/ranking.csv (query,
+    rank, gallery image, distance), DIR/ranklists.png, the full distance matrix DIR/distances.npy
+    and DIR/search.json (the settings).
     """
     from vreid.workflows.search import search_images
 
+    cfg = _config(
+        config,
+        set_,
+        retrieval__top=top,
+        retrieval__rerank=rerank,
+        crop__enabled=crop,
+        crop__weights=detector_weights,
+        runtime__device=device,
+        train__eval_flip=flip,
+    )
     result = search_images(
         checkpoints,
         query,
         gallery,
         out,
-        top=top,
-        rerank=rerank,
-        crop=crop,
-        detector_weights=detector_weights,
-        device=device,
-        flip=flip,
+        config=cfg,
+        attribute_checkpoint=attributes,
         progress=not quiet,
     )
     typer.echo(
@@ -644,7 +674,7 @@ def rank_cmd(
         list[Path],
         typer.Argument(
             help="Feature directories (one per model), each with query.npy / gallery.npy and "
-            "their .names.txt; several are ensembled."
+            "their .names.txt; several are ensembled (retrieval.ensemble_weights, in this order)."
         ),
     ],
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset root (query/gallery split).")],
@@ -657,7 +687,18 @@ def rank_cmd(
         ),
     ] = None,
     data_format: Annotated[
-        str | None, typer.Option("--format", help="Dataset format (default: data.format).")
+        str | None, typer.Option("--format", help="Dataset format (data.format).")
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option("--top", min=1, help="Gallery images per query listed (retrieval.top)."),
+    ] = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option("--rerank/--no-rerank", help="k-reciprocal re-ranking (retrieval.rerank)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (runtime.device).")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a previous result.")
@@ -665,33 +706,43 @@ def rank_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Re-rank, ensemble and track-average features of a split; write track2.txt and metrics."""
-    from vreid.core.config import load_config
+    """Run the retrieval chain on features of a split (re-ranking, metadata, ensemble, track
+    averaging); write every row's distances, track2.txt and the metrics of every row.
+
+    Settings come from --config/--set; each option names the config key it sets (an option given
+    wins over the config).
+    """
     from vreid.workflows.rank import rank_split
 
-    cfg = load_config(config, set_ or [])
+    cfg = _config(
+        config,
+        set_,
+        retrieval__top=top,
+        retrieval__rerank=rerank,
+        runtime__device=device,
+        data__format=data_format,
+    )
     result = rank_split(
         features,
         data,
         out,
         config=cfg,
         attribute_dir=attributes,
-        data_format=data_format,
         overwrite=overwrite,
         progress=True,
     )
     for path in result.files:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
-    m = result.metrics
+    m = result.final_metrics
     if m is None:
         console.print(
             "no ground-truth ids for query and gallery: no mAP can be computed", soft_wrap=True
         )
         return
     console.print(
-        f"{m['protocol']} protocol: mAP {m['mAP']:.4f}  rank-1 {m['rank1']:.4f}  "
-        f"mINP {m['mINP']:.4f}  ({m['num_valid_queries']} queries, "
-        f"{m['num_skipped_queries']} without a match skipped)",
+        f"{result.final}, {m['protocol']} protocol: mAP@{m['max_rank']} {m['mAP']:.4f}  "
+        f"rank-1 {m['rank1']:.4f}  mINP {m['mINP']:.4f}  full mAP {m['full']['mAP']:.4f}  "
+        f"({m['num_valid_queries']} queries, {m['num_skipped_queries']} without a match skipped)",
         highlight=False,
         soft_wrap=True,
     )
@@ -750,7 +801,7 @@ def pipeline_cmd(
         typer.Option(
             "--from",
             help="Re-run from this stage (data, attributes, train, extract, "
-            "distances, metadata, rerank, tracks, metrics, submission, report).",
+            "distances, metrics, submission, report).",
         ),
     ] = None,
     run_dir: Annotated[

@@ -7,12 +7,11 @@ Stages, in order (``vreid pipeline --from STAGE`` re-runs from one)::
     attributes  colour/type model (trained on labelled simulation data), features of query/gallery
     train-<m>   each embedding model: synthetic pre-training, then fine-tuning from that checkpoint
     extract     query/gallery features of every model, of an untrained model and colour histograms
-    distances   one (q, g) distance matrix per model and baseline, and the plain ensemble
-    metadata    the colour/type feature files used as re-ranking metadata, with their weights
-    rerank      k-reciprocal re-ranking per model, without and with metadata; ensembles
-    tracks      track-level averaging of the final ensemble
+    distances   the retrieval chain (vreid.retrieval.chain, as `vreid rank` and `vreid search`):
+                distances/<row>.npy for every row of the table (floors, models, ensemble,
+                + re-ranking, + metadata, + track averaging) and distances/rows.json
     metrics     metrics.json: one entry per row of the paper's Table 2 (needs query/gallery ids)
-    submission  track2.txt from the final distance matrix
+    submission  track2.txt from the final row
     report      report/index.html
 
 Each stage writes ``manifests/<stage>.json`` holding the hash of the config keys it depends on, the
@@ -39,18 +38,15 @@ import numpy as np
 from rich.console import Console
 
 from vreid.core.artefacts import write_json_atomic, write_npy_atomic
-from vreid.core.config import Config, list_presets, resolve_config, save_config  # noqa: F401  (moved; old import path, removed after the chain merge)
+from vreid.core.config import Config, save_config
 from vreid.core.errors import ConfigError, DatasetError, VreidError
 from vreid.synth import generate_from_config
 from vreid.workflows.calibration import colour_histogram_features
 
 console = Console(stderr=True)
 
-# metrics.json row keys of the post-processing chain (the single-model rows use the model names).
-ENSEMBLE = "ensemble"
-RERANK = "ensemble+rerank"
-METADATA = "ensemble+rerank+metadata"
-TRACKS = "ensemble+rerank+metadata+tracks"
+# metrics.json rows of the floors (the models use their names; the chain's rows:
+# vreid.retrieval.chain).
 COLOUR_HISTOGRAM = "colour_histogram"
 UNTRAINED = "untrained"
 
@@ -122,13 +118,31 @@ class RunContext:
         return list(dict.fromkeys(self.config.pipeline.models))
 
     def ensemble_models(self) -> list[str]:
-        chosen = [m for m in self.config.pipeline.ensemble if m in self.trained_models()]
-        if not chosen:
-            raise ConfigError(
-                f"pipeline.ensemble {self.config.pipeline.ensemble} names none of the trained "
-                f"pipeline.models {self.config.pipeline.models}; list at least one of them"
-            )
-        return chosen
+        return ensemble_members(self.config)
+
+
+def ensemble_members(config: Config) -> list[str]:
+    """``pipeline.ensemble``, checked: every member is trained (in ``pipeline.models``), none is
+    listed twice, and ``retrieval.ensemble_weights`` (when set) has one weight per member."""
+    pc = config.pipeline
+    members = list(pc.ensemble)
+    if not members:
+        raise ConfigError("pipeline.ensemble is empty; list the models to ensemble")
+    missing = [m for m in members if m not in pc.models]
+    if missing:
+        raise ConfigError(
+            f"pipeline.ensemble {members} names {missing}, not among the trained pipeline.models "
+            f"{pc.models}; add it there or remove it from the ensemble"
+        )
+    if len(set(members)) != len(members):
+        raise ConfigError(f"pipeline.ensemble {members} lists a model twice")
+    weights = config.retrieval.ensemble_weights
+    if weights is not None and len(weights) != len(members):
+        raise ConfigError(
+            f"retrieval.ensemble_weights {weights} has {len(weights)} entries for the "
+            f"{len(members)} models of pipeline.ensemble {members}"
+        )
+    return members
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,15 +499,7 @@ def stage_extract(ctx: RunContext) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
-# stages: distances, metadata, rerank, tracks
-
-
-def _features(ctx: RunContext, name: str, split: str) -> np.ndarray:
-    from vreid.inference.features import load_features
-
-    names = [r.name for r in ctx.dataset().splits[split]]
-    feats, _ = load_features(ctx.path("features", name, split), expected_names=names)
-    return feats
+# stages: distances (the retrieval chain), metrics, submission, report
 
 
 def _save_distances(ctx: RunContext, row: str, distmat: np.ndarray) -> Path:
@@ -506,32 +512,8 @@ def _load_distances(ctx: RunContext, row: str) -> np.ndarray:
     return np.load(ctx.path("distances", f"{row}.npy"), allow_pickle=False)
 
 
-def _feature_rows(ctx: RunContext) -> list[str]:
-    rows = list(ctx.trained_models())
-    if ctx.config.pipeline.untrained_baseline:
-        rows.append(UNTRAINED)
-    if ctx.config.pipeline.colour_histogram_baseline:
-        rows.append(COLOUR_HISTOGRAM)
-    return rows
-
-
-def stage_distances(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.distance import ensemble, pairwise_distances
-
-    outputs = []
-    for name in _feature_rows(ctx):
-        d = pairwise_distances(_features(ctx, name, "query"), _features(ctx, name, "gallery"))
-        outputs.append(_save_distances(ctx, name, _np(d)))
-    members = ctx.ensemble_models()
-    ens = ensemble([_load_distances(ctx, m) for m in members], ctx.config.pipeline.ensemble_weights)
-    outputs.append(_save_distances(ctx, ENSEMBLE, _np(ens)))
-    return outputs
-
-
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+def _names(ctx: RunContext, split: str) -> list[str]:
+    return [r.name for r in ctx.dataset().splits[split]]
 
 
 def _metadata_enabled(ctx: RunContext) -> bool:
@@ -539,150 +521,71 @@ def _metadata_enabled(ctx: RunContext) -> bool:
     return ctx.config.pipeline.attributes and (r.gamma_type > 0 or r.gamma_colour > 0)
 
 
-def stage_metadata(ctx: RunContext) -> list[Path]:
-    from vreid.inference.features import load_features
+def stage_distances(ctx: RunContext) -> list[Path]:
+    """``distances/<row>.npy`` for every row of the table: the floors and the trained models
+    outside the ensemble (each its plain distance), then every row of the retrieval chain on the
+    ensemble members; ``distances/rows.json`` lists them in table order with the final row."""
+    from vreid.retrieval.chain import RetrievalChain, load_attributes, load_pair, model_distance
 
-    r = ctx.config.retrieval
-    entries = []
-    for head, weight in (("type", r.gamma_type), ("color", r.gamma_colour)):
-        if weight <= 0:
-            continue
-        for split in ("query", "gallery"):
-            names = [x.name for x in ctx.dataset().splits[split]]
-            load_features(ctx.path("attributes", "features", head, split), expected_names=names)
-        entries.append({"head": head, "weight": weight})
-    return [write_json_atomic(ctx.path("metadata.json"), entries)]
-
-
-def _metadata_triples(ctx: RunContext) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    from vreid.inference.features import load_features
-
-    entries = json.loads(ctx.path("metadata.json").read_text("utf-8"))
-    out = []
-    for e in entries:
-        q, _ = load_features(ctx.path("attributes", "features", e["head"], "query"))
-        g, _ = load_features(ctx.path("attributes", "features", e["head"], "gallery"))
-        out.append((q, g, float(e["weight"])))
-    return out
-
-
-def stage_rerank(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.distance import ensemble
-    from vreid.retrieval.reranking import rerank
-
-    r = ctx.config.retrieval
-    pc = ctx.config.pipeline
-    variants = [("rerank", ())]
-    if _metadata_enabled(ctx):
-        variants.append(("rerank+metadata", _metadata_triples(ctx)))
+    cfg = ctx.config
+    pc = cfg.pipeline
+    qnames, gnames = _names(ctx, "query"), _names(ctx, "gallery")
+    members = ctx.ensemble_models()
+    device = cfg.runtime.device
     outputs = []
-    for suffix, metadata in variants:
-        per_model = []
-        for m in ctx.ensemble_models():
-            console.print(f"re-ranking: {m} ({suffix})")
-            d = rerank(
-                _features(ctx, m, "query"),
-                _features(ctx, m, "gallery"),
-                k1=r.k1,
-                k2=r.k2,
-                lambda_value=r.lambda_value,
-                metadata=metadata,
-            )
-            outputs.append(_save_distances(ctx, f"{m}+{suffix}", _np(d)))
-            per_model.append(_np(d))
-        ens = ensemble(per_model, pc.ensemble_weights)
-        outputs.append(_save_distances(ctx, f"{ENSEMBLE}+{suffix}", _np(ens)))
+    floors = [COLOUR_HISTOGRAM] * pc.colour_histogram_baseline + [UNTRAINED] * pc.untrained_baseline
+    for name in [*floors, *ctx.trained_models()]:
+        if name not in members:
+            q, g = load_pair(ctx.path("features", name), qnames, gnames)
+            outputs.append(_save_distances(ctx, name, model_distance(q, g, device=device)))
+    attributes = None
+    if _metadata_enabled(ctx):
+        attributes = load_attributes(
+            ctx.path("attributes", "features"), cfg.retrieval, qnames, gnames
+        )
+    chain = RetrievalChain(
+        cfg.retrieval,
+        {m: load_pair(ctx.path("features", m), qnames, gnames) for m in members},
+        attributes=attributes,
+        gallery_tracks=[r.track for r in ctx.dataset().splits["gallery"]],
+        device=device,
+        progress=ctx.progress,
+    )
+    for row, dist in chain:
+        console.print(f"distances: {row}")
+        outputs.append(_save_distances(ctx, row, dist))
+    rows = [*floors, *ctx.trained_models(), *(r for r in chain.rows if r not in members)]
+    for p in ctx.path("distances").glob("*.npy"):  # rows of an earlier configuration
+        if p.stem not in rows:
+            p.unlink()
+    info = {"rows": rows, "final": chain.final, "steps": chain.steps}
+    outputs.append(write_json_atomic(ctx.path("distances", "rows.json"), info))
     return outputs
 
 
-def _chain_rows(ctx: RunContext) -> list[str]:
-    """The ensemble rows in order, ending with the one the submission uses."""
-    rows = [ENSEMBLE]
-    if ctx.config.retrieval.rerank:
-        rows.append(RERANK)
-        if _metadata_enabled(ctx):
-            rows.append(METADATA)
-    if ctx.config.retrieval.track_average and _gallery_tracks(ctx) is not None:
-        rows.append(rows[-1] + "+tracks")
-    return rows
-
-
-def _gallery_tracks(ctx: RunContext) -> np.ndarray | None:
-    tracks = [r.track for r in ctx.dataset().splits["gallery"]]
-    if any(t is None for t in tracks):
-        return None
-    return np.asarray(tracks, dtype=np.int64)
-
-
-def stage_tracks(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.tracks import average_by_track
-
-    rows = _chain_rows(ctx)
-    if not rows[-1].endswith("+tracks"):
-        return []
-    base = rows[-2]
-    d = average_by_track(_load_distances(ctx, base), _gallery_tracks(ctx))
-    return [_save_distances(ctx, rows[-1], _np(d))]
-
-
-# --------------------------------------------------------------------------------------------
-# stages: metrics, submission, report
-
-
-def table_rows(ctx: RunContext) -> list[str]:
-    """Rows of metrics.json in the order of the paper's Table 2, the floors first."""
-    rows = []
-    if ctx.config.pipeline.colour_histogram_baseline:
-        rows.append(COLOUR_HISTOGRAM)
-    if ctx.config.pipeline.untrained_baseline:
-        rows.append(UNTRAINED)
-    rows += ctx.trained_models()
-    rows += _chain_rows(ctx)
-    return rows
+def _rows(ctx: RunContext) -> dict[str, Any]:
+    """``distances/rows.json``: ``{"rows": [table order], "final": row, "steps": {...}}``."""
+    return json.loads(ctx.path("distances", "rows.json").read_text("utf-8"))
 
 
 def stage_metrics(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.metrics import evaluate
+    from vreid.retrieval.chain import ground_truth, score
 
     ds = ctx.dataset()
-    if not ds.has_ground_truth:
+    truth = ground_truth(ds.splits["query"], ds.splits["gallery"])
+    if truth is None:
         console.print("metrics: the query/gallery split has no vehicle ids; no metrics.json")
         return []
-    q, g = ds.splits["query"], ds.splits["gallery"]
-    qids = np.array([r.vehicle_id for r in q])
-    gids = np.array([r.vehicle_id for r in g])
-    qcams = np.array([-1 if r.camera is None else r.camera for r in q])
-    gcams = np.array([-1 if r.camera is None else r.camera for r in g])
-    protocol = ctx.config.retrieval.protocol
-    full_protocol = "veri" if protocol == "veri" else "all"
-    metrics: dict[str, Any] = {}
-    for row in table_rows(ctx):
-        d = _load_distances(ctx, row)
-        res = dict(evaluate(d, qids, gids, qcams, gcams, protocol=protocol, max_rank=100))
-        full = evaluate(d, qids, gids, qcams, gcams, protocol=full_protocol, max_rank=d.shape[1])
-        res["full"] = {k: full[k] for k in ("mAP", "mINP", "num_valid_queries") if k in full}
-        res["protocol"] = protocol
-        metrics[row] = _jsonable(res)
+    rc = ctx.config.retrieval
+    metrics = {row: score(_load_distances(ctx, row), truth, rc) for row in _rows(ctx)["rows"]}
     return [write_json_atomic(ctx.path("metrics.json"), metrics)]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return obj
 
 
 def stage_submission(ctx: RunContext) -> list[Path]:
     from vreid.retrieval.submission import write_submission
 
-    d = _load_distances(ctx, _chain_rows(ctx)[-1])
-    path = ctx.path("track2.txt")
-    write_submission(d, path, top=min(100, d.shape[1]))
-    return [path]
+    d = _load_distances(ctx, _rows(ctx)["final"])
+    return [write_submission(d, ctx.path("track2.txt"), top=ctx.config.retrieval.top)]
 
 
 def stage_report(ctx: RunContext) -> list[Path]:
@@ -729,6 +632,7 @@ def build_stages(config: Config) -> list[Stage]:
             "best.pt must be chosen on held-out training identities, not on the test split "
             f"(now val_fraction={config.train.val_fraction}, eval_every={config.train.eval_every})"
         )
+    ensemble_members(config)
     stages = [
         Stage(
             "data",
@@ -760,59 +664,28 @@ def build_stages(config: Config) -> list[Stage]:
             ),
             ["data", *train_names],
         ),
-        Stage(
-            "distances",
-            stage_distances,
-            _section("pipeline.ensemble", "pipeline.ensemble_weights"),
-            ["extract"],
-        ),
     ]
     attr = ["attributes"] if pc.attributes else []
+    retrieval_keys = _section(
+        "retrieval",
+        "pipeline.models",
+        "pipeline.ensemble",
+        "pipeline.attributes",
+        "pipeline.untrained_baseline",
+        "pipeline.colour_histogram_baseline",
+    )
     stages += [
-        Stage(
-            "metadata",
-            stage_metadata,
-            _section("retrieval.gamma_type", "retrieval.gamma_colour"),
-            ["data", *attr],
-        ),
-        Stage(
-            "rerank",
-            stage_rerank,
-            _section("retrieval", "pipeline.ensemble", "pipeline.ensemble_weights"),
-            ["extract", "metadata"],
-        ),
-        Stage("tracks", stage_tracks, _section("retrieval"), ["rerank", "distances"]),
-        Stage("metrics", stage_metrics, _section("retrieval"), ["distances", "rerank", "tracks"]),
-        Stage(
-            "submission", stage_submission, _section("retrieval"), ["distances", "rerank", "tracks"]
-        ),
+        Stage("distances", stage_distances, retrieval_keys, ["data", "extract", *attr]),
+        Stage("metrics", stage_metrics, _section("retrieval"), ["data", "distances"]),
+        Stage("submission", stage_submission, _section("retrieval"), ["distances"]),
         Stage(
             "report",
             stage_report,
             lambda cfg: cfg.model_dump(mode="json"),  # the page shows the whole config
-            ["data", "distances", "rerank", "tracks", "metrics", *attr, *train_names],
+            ["data", "distances", "metrics", *attr, *train_names],
         ),
     ]
-    if not pc.attributes:
-        stages = [s for s in stages if s.name != "metadata"]
-        for s in stages:
-            s.reads = [r for r in s.reads if r != "metadata"]
     return stages
-
-
-STAGE_NAMES = (
-    "data",
-    "attributes",
-    "train",
-    "extract",
-    "distances",
-    "metadata",
-    "rerank",
-    "tracks",
-    "metrics",
-    "submission",
-    "report",
-)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,17 +2,20 @@
 
 For images that are not a dataset — a camera's new frames, a folder of crops someone sent — with
 the models of ``vreid train`` checkpoints: optional detector cropping (the paper's pre-processing),
-features of each model, k-reciprocal re-ranking per model, the models' distances averaged (the
-paper's ensemble), and the nearest gallery images of each query.
+features of each model (and, with an attribute model, colour/type features as metadata), then the
+retrieval chain of ``vreid rank`` and ``vreid pipeline`` (``vreid.retrieval.chain``: metadata-aware
+k-reciprocal re-ranking per model, the weighted ensemble; no tracks in a folder), and the nearest
+gallery images of each query. Every setting comes from a :class:`~vreid.core.config.Config`.
 
 Writes into a new run directory (an existing non-empty one is never reused: ``DIR-2`` … instead):
 
-* ``ranking.csv`` — ``query,rank,gallery,distance`` for the ``top`` nearest images of each query
-  (paths relative to the query/gallery folder);
-* ``distances.npy`` — the full (q, g) float32 distance matrix, rows and columns in the order of
-  ``query.txt`` / ``gallery.txt``;
+* ``ranking.csv`` — ``query,rank,gallery,distance`` for the ``retrieval.top`` nearest images of
+  each query (paths relative to the query/gallery folder);
+* ``distances.npy`` — the chain's final (q, g) float32 distance matrix, rows and columns in the
+  order of ``query.txt`` / ``gallery.txt``;
 * ``ranklists.png`` — each query (blue) and its nearest images, for a look by eye;
-* ``search.json`` — the settings, checkpoints and counts that made them.
+* ``search.json`` — the settings (the chain's row and steps, the ``retrieval`` section),
+  checkpoints and counts that made them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from vreid.core.artefacts import new_run_dir, write_json_atomic, write_npy_atomic, write_text_atomic
+from vreid.core.config import Config
+from vreid.core.devices import resolve_device
 from vreid.core.errors import DatasetError
 from vreid.data.records import ImageRecord
 
@@ -66,9 +71,10 @@ def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
 
 
 def _cropped(
-    root: Path, images: list[Path], dst: Path, weights: Path | None, device: str, progress: bool
+    root: Path, images: list[Path], dst: Path, config: Config, device: str, progress: bool
 ) -> list[Path]:
-    """Crop ``images`` (under ``root``) into ``dst`` with the detector; the crops' paths."""
+    """Crop ``images`` (under ``root``) into ``dst`` with the detector of ``config.crop``; the
+    crops' paths."""
     from vreid.inference.crop import crop_folder
 
     src = root
@@ -78,7 +84,18 @@ def _cropped(
         src.mkdir(parents=True)
         shutil.copy2(images[0], src / images[0].name)
         images = [src / images[0].name]
-    crop_folder(src, dst, weights=weights, device=device, progress=progress)
+    c = config.crop
+    crop_folder(
+        src,
+        dst,
+        detector=c.detector,
+        weights=c.weights,
+        margin=c.margin,
+        min_score=c.min_score,
+        device=device,
+        batch_size=c.batch_size,
+        progress=progress,
+    )
     return [dst / p.relative_to(src) for p in images]
 
 
@@ -88,37 +105,37 @@ def search_images(
     gallery: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    top: int = 10,
-    rerank: bool = True,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
-    crop: bool = False,
-    detector_weights: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    batch_size: int = 64,
-    flip: bool = False,
+    config: Config | None = None,
+    attribute_checkpoint: str | os.PathLike[str] | None = None,
     max_pictures: int = 20,
     progress: bool = True,
 ) -> SearchResult:
     """Rank the images of ``gallery`` (a folder) for each image of ``query`` (a folder or one image
-    file) with the models of ``checkpoints`` (several are ensembled: their distances averaged).
+    file) with the models of ``checkpoints`` (several are ensembled, in the order of
+    ``retrieval.ensemble_weights``) through the retrieval chain of ``vreid rank`` and ``vreid
+    pipeline`` (:class:`vreid.retrieval.chain.RetrievalChain`; folders have no tracks).
 
-    ``rerank``: k-reciprocal re-ranking (``k1``, ``k2``, ``lambda_value``) per model, else plain
-    Euclidean distances of the L2-normalised features. ``crop``: crop both sides with a detector
-    first (``detector_weights``: a ``vreid train-detector`` checkpoint or torchvision COCO file;
-    ``None``: the COCO weights in torchvision's cache). ``max_pictures``: queries drawn in
-    ``ranklists.png``. See the module docstring for what is written into the run directory.
+    Settings come from ``config`` (default: the defaults): ``retrieval`` (``rerank``, ``k1``,
+    ``k2``, ``lambda_value``, ``gamma_type``, ``gamma_colour``, ``ensemble_weights``, ``top``:
+    images listed per query), ``runtime.device``, ``train.batch_size_eval`` / ``eval_flip`` /
+    ``num_workers`` (feature extraction) and ``crop``: with ``crop.enabled`` both sides are
+    cropped with the detector first (``crop.weights``: a ``vreid train-detector`` checkpoint or
+    torchvision COCO file; ``None``: the COCO weights in torchvision's cache).
+    ``attribute_checkpoint``: an attribute model (``vreid train-attributes``'
+    ``checkpoints/attributes.pt``) whose colour/type features are the metadata of the chain.
+    ``max_pictures``: queries drawn in ``ranklists.png``. See the module docstring for what is
+    written into the run directory.
     """
     from vreid.inference.extract import Extractor
-    from vreid.retrieval.distance import ensemble, pairwise_distances
-    from vreid.retrieval.reranking import rerank as rerank_fn
+    from vreid.retrieval.chain import RetrievalChain
+    from vreid.retrieval.submission import top_indices
     from vreid.workflows.report.ranklist import draw_rank_list
 
+    cfg = config or Config()
+    rc = cfg.retrieval
     if not checkpoints:
         raise DatasetError("search needs at least one checkpoint of `vreid train`")
-    if top < 1:
-        raise ValueError(f"top={top}: must be ≥ 1")
+    device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
     q_root, q_paths = _images_of(Path(query), "query")
     g_root, g_paths = _images_of(Path(gallery), "gallery")
     out_path = Path(out)
@@ -126,33 +143,48 @@ def search_images(
     q_names = [p.relative_to(q_root).as_posix() for p in q_paths]
     g_names = [p.relative_to(g_root).as_posix() for p in g_paths]
     q_used, g_used = q_paths, g_paths
-    if crop:
-        weights = Path(detector_weights) if detector_weights is not None else None
-        q_used = _cropped(q_root, q_paths, run / "crops" / "query", weights, device, progress)
-        g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", weights, device, progress)
+    if cfg.crop.enabled:
+        q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
+        g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
 
-    distmats = []
-    for ckpt in checkpoints:
+    names = [Path(c).stem for c in checkpoints]
+    if len(set(names)) != len(names):
+        names = [str(c) for c in checkpoints]
+    features = {}
+    for name, ckpt in zip(names, checkpoints, strict=True):
         extract = Extractor(
-            ckpt, device=device, batch_size=batch_size, flip=flip, progress=progress
+            ckpt,
+            device=device,
+            batch_size=cfg.train.batch_size_eval,
+            flip=cfg.train.eval_flip,
+            num_workers=cfg.train.num_workers,
+            progress=progress,
         )
         qf = extract(q_used, description=f"query features ({Path(ckpt).name})").numpy()
         gf = extract(g_used, description=f"gallery features ({Path(ckpt).name})").numpy()
-        if rerank:
-            d = rerank_fn(
-                qf,
-                gf,
-                k1=min(k1, len(q_used) + len(g_used)),
-                k2=min(k2, len(q_used) + len(g_used)),
-                lambda_value=lambda_value,
-                device=extract.device,
+        features[name] = (qf, gf)
+    attributes = None
+    if attribute_checkpoint is not None and (rc.gamma_type > 0 or rc.gamma_colour > 0):
+        from vreid.inference.attributes import attribute_features
+
+        sides = []
+        for split, paths, used in (("query", q_names, q_used), ("gallery", g_names, g_used)):
+            records = [ImageRecord(p, n, split) for p, n in zip(used, paths, strict=True)]
+            sides.append(
+                attribute_features(
+                    attribute_checkpoint,
+                    records,
+                    device=device,
+                    batch_size=cfg.train.batch_size_eval,
+                    num_workers=cfg.train.num_workers,
+                    progress=progress,
+                )
             )
-        else:
-            d = pairwise_distances(qf, gf)
-        distmats.append(np.asarray(d, dtype=np.float32))
-    distances = ensemble(distmats)
-    top = min(top, len(g_paths))
-    ranking = np.argsort(distances, axis=1, kind="stable")[:, :top]
+        attributes = {head: (sides[0][head], sides[1][head]) for head in ("type", "color")}
+    chain = RetrievalChain(rc, features, attributes=attributes, device=device, progress=progress)
+    distances = chain.final_distances()
+    ranking = top_indices(distances, rc.top)
+    top = ranking.shape[1]
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -172,19 +204,25 @@ def search_images(
             [ImageRecord(p, n, "query") for p, n in zip(q_used, q_names, strict=True)],
             [ImageRecord(p, n, "gallery") for p, n in zip(g_used, g_names, strict=True)],
             run / "ranklists.png",
-            top=top,
+            top=min(top, 10),
             labels=[n if len(n) <= 11 else "…" + n[-10:] for n in q_names[: len(shown)]],
         )
     settings: dict[str, Any] = {
         "checkpoints": [str(Path(c).resolve()) for c in checkpoints],
+        "attribute_checkpoint": (
+            str(Path(attribute_checkpoint).resolve()) if attribute_checkpoint is not None else None
+        ),
         "query": str(Path(query).resolve()),
         "gallery": str(Path(gallery).resolve()),
         "queries": len(q_paths),
         "gallery_images": len(g_paths),
         "top": top,
-        "rerank": {"k1": k1, "k2": k2, "lambda_value": lambda_value} if rerank else None,
-        "crop": {"weights": str(detector_weights) if detector_weights else None} if crop else None,
-        "flip": flip,
+        "row": chain.final,
+        "steps": chain.steps,
+        "retrieval": rc.model_dump(mode="json"),
+        "crop": cfg.crop.model_dump(mode="json") if cfg.crop.enabled else None,
+        "flip": cfg.train.eval_flip,
+        "device": device,
     }
     write_json_atomic(run / "search.json", settings)
     return SearchResult(run, q_paths, g_paths, distances, ranking)

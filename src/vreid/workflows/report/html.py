@@ -7,8 +7,8 @@ What it reads from the run directory (all optional except ``metrics.json``; miss
 left out of the page with a note):
 
 - ``metrics.json`` — ``{row: evaluate-dict}``, each with ``mAP``, ``cmc``, ``mINP``,
-  ``num_valid_queries`` (AIC protocol, top 100) and ``full`` (``mAP``, ``mINP`` over the whole
-  gallery).
+  ``num_valid_queries`` (``retrieval.protocol`` at ``retrieval.top``, AIC: top 100) and ``full``
+  (``mAP``, ``mINP`` over the whole gallery); ``vreid rank`` writes the same table.
 - ``records.json`` — ``{"query": [...], "gallery": [...]}`` (``path``, ``name``, ``vehicle_id``,
   ``camera``, ``track``) and ``distances/<row>.npy`` (q, g) for the rank lists.
 - ``models/<model>/<phase>/`` — training runs (TensorBoard events or ``history.json``).
@@ -40,19 +40,26 @@ TABLE_ROWS: list[tuple[str, str]] = [
     ("resnext101_32x8d", "ResNeXt101 32×8d"),
     ("glamor", "GLAMOR"),
     ("counter_glamor", "Counter GLAMOR"),
-    ("ensemble", "Ensemble (pipeline.ensemble, 1:1)"),
+    ("ensemble", "Ensemble (pipeline.ensemble, retrieval.ensemble_weights)"),
     ("ensemble+rerank", "+ re-ranking"),
     ("ensemble+rerank+metadata", "+ metadata"),
     ("ensemble+rerank+metadata+tracks", "+ track averaging"),
     ("ensemble+rerank+tracks", "+ track averaging (no metadata)"),
+    ("ensemble+metadata", "+ metadata (no re-ranking)"),
+    ("ensemble+metadata+tracks", "+ track averaging (no re-ranking)"),
     ("ensemble+tracks", "Ensemble + track averaging"),
 ]
-# Preferred row for the rank lists: the last of these that has a distance matrix.
+# Preferred row for the rank lists: the last of these that has a distance matrix (the distances
+# stage keeps only the rows of the run's configuration, so this is its final row).
 RANKLIST_ROWS = [
     "glamor",
     "ensemble",
+    "ensemble+metadata",
     "ensemble+rerank",
     "ensemble+rerank+metadata",
+    "ensemble+tracks",
+    "ensemble+metadata+tracks",
+    "ensemble+rerank+tracks",
     "ensemble+rerank+metadata+tracks",
 ]
 
