@@ -20,6 +20,7 @@ import numpy as np
 from vreid.core.artefacts import write_json_atomic, write_npy_atomic, write_text_atomic
 from vreid.core.config import Config, save_config
 from vreid.core.errors import DatasetError, VreidError
+from vreid.data import load_from_config
 from vreid.retrieval.chain import (
     RetrievalChain,
     check_protocol,
