@@ -20,3 +20,8 @@ def __getattr__(name: str) -> Any:
 
         return search_images
     raise AttributeError(f"module 'vreid' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the lazy exports are part of the module's surface: show them to dir() and completion
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})

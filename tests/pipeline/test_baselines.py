@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vreid.workflows.pipeline import colour_histogram_features
+from vreid.workflows.calibration import colour_histogram_features
 
 
 def test_colour_histograms_rank_same_colour_first(tmp_path: Path):

@@ -13,11 +13,10 @@ import torch
 from PIL import Image
 from report_pages import parse_report
 
-from vreid.core.config import load_config
+from vreid.core.config import load_config, resolve_config
 from vreid.workflows.pipeline import (
-    RunContext,
+    PipelineContext,
     build_stages,
-    resolve_config,
     run_pipeline,
     stage_data,
 )
@@ -91,7 +90,7 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
 
     # other settings: a new crop folder, nothing found at min_score 1 so every image is kept whole
     strict = load_config(resolve_config("tiny"), [*overrides, "crop.min_score=1.0"])
-    stage_data(RunContext(strict, run_dir.resolve(), progress=False))
+    stage_data(PipelineContext(strict, run_dir.resolve(), progress=False))
     second = {p for p in (run_dir / "crop").iterdir()} - {tag}
     assert len(second) == 1
     (second,) = second
@@ -99,7 +98,7 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
 
     # crop.sets=[real]: the real crops are reused, the simulation and attribute sets stay as given
     real_only = load_config(resolve_config("tiny"), [*overrides, "crop.sets=[real]"])
-    stage_data(RunContext(real_only, run_dir.resolve(), progress=False))
+    stage_data(PipelineContext(real_only, run_dir.resolve(), progress=False))
     roots = json.loads((run_dir / "data_roots.json").read_text())
     assert roots["real"] == str(tag / "real")
     assert roots["sim"] == roots["attributes"] == str(tiny_synth / "simulation")
@@ -107,12 +106,12 @@ def test_pipeline_crops_its_datasets_and_reads_the_crops(tiny_synth, random_dete
 
     # the same path with other weights: the data stage is out of date and crops into a new folder
     data_stage = build_stages(cfg)[0]
-    before = data_stage.keys(cfg)
+    before = data_stage.config_hash(cfg)
     state = torch.load(weights, weights_only=True)
     state["model"] = {
         k: v * 1.01 if v.is_floating_point() else v for k, v in state["model"].items()
     }
     torch.save(state, weights)
-    assert data_stage.keys(cfg) != before  # what run_pipeline compares to re-run a stage
-    stage_data(RunContext(cfg, run_dir.resolve(), progress=False))
+    assert data_stage.config_hash(cfg) != before  # what run_pipeline compares to re-run a stage
+    stage_data(PipelineContext(cfg, run_dir.resolve(), progress=False))
     assert len(list((run_dir / "crop").iterdir())) == 3

@@ -315,7 +315,7 @@ class ReportConfig(Section):
 # pipeline (issue 8)
 class PipelineConfig(Section):
     name: str = "run"
-    """Run name: the run directory is ``runs/<name>``."""
+    """Run name: the run directory is ``runs/<name>``. Informational: no result depends on it."""
     models: list[str] = ["glamor", "counter_glamor"]
     """Embedding models trained, each a row of the results table (add resnet50 /
     resnext101_32x8d for the paper's baselines)."""

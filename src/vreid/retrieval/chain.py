@@ -39,6 +39,7 @@ import numpy as np
 
 from vreid.core.config import RetrievalConfig
 from vreid.core.errors import ConfigError, DatasetError
+from vreid.inference.features import load_features
 from vreid.retrieval.distance import ensemble
 from vreid.retrieval.metrics import evaluate
 from vreid.retrieval.reranking import original_distance, rerank
@@ -260,7 +261,6 @@ def load_pair(
 ) -> FeaturePair:
     """``(query (q, D), gallery (g, D))`` from ``<stem_dir>/{query,gallery}.npy``, their name
     indices checked against the split's image names (errors name the file)."""
-    from vreid.inference.features import load_features
 
     q, _ = load_features(Path(stem_dir) / "query", expected_names=query_names)
     g, _ = load_features(

@@ -17,7 +17,9 @@ from PIL import Image, ImageDraw
 
 from vreid.core.artefacts import atomic_path, write_json_atomic
 from vreid.core.errors import DatasetError
+from vreid.data import load_dataset
 from vreid.data.records import ImageRecord
+from vreid.retrieval.metrics import evaluate
 
 HIST_BINS = (8, 4, 4)
 """Joint HSV histogram bins (hue, saturation, value)."""
@@ -67,8 +69,6 @@ def colour_histogram_baseline(real_root: str | os.PathLike[str]) -> dict[str, fl
     """AIC mAP and rank-1 of colour-histogram retrieval on a dataset's query → gallery split:
     on whole images, on the true vehicle boxes (when ``vehicle_boxes.csv`` exists), and the mAP
     of the whole-image ranking against shuffled ids (chance)."""
-    from vreid.data import load_dataset
-    from vreid.retrieval.metrics import evaluate
 
     ds = load_dataset(real_root)
     if not ds.has_ground_truth:
@@ -133,7 +133,6 @@ def contact_sheet(
 
     Each cell shows the middle frame of the identity's track in that camera (blank if unseen).
     """
-    from vreid.data import load_dataset
 
     ds = load_dataset(real_root)
     by_id_cam: dict[tuple[int, int], list[ImageRecord]] = {}

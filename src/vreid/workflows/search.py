@@ -35,7 +35,15 @@ from vreid.core.artefacts import new_run_dir, write_json_atomic, write_npy_atomi
 from vreid.core.config import Config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import DatasetError
+from vreid.data.files import IMAGE_SUFFIXES
+from vreid.data.image_datasets import image_paths
 from vreid.data.records import ImageRecord
+from vreid.inference.attributes import attribute_features
+from vreid.inference.crop import crop_folder
+from vreid.inference.extract import Extractor
+from vreid.retrieval.chain import RetrievalChain
+from vreid.retrieval.submission import top_indices
+from vreid.workflows.report.ranklist import draw_rank_list
 
 
 @dataclass
@@ -53,8 +61,6 @@ class SearchResult:
 
 def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
     """``(root, images)``: a folder's images (recursively) or a single image file."""
-    from vreid.data.files import IMAGE_SUFFIXES
-    from vreid.data.image_datasets import image_paths
 
     if source.is_file():
         if source.suffix.lower() not in IMAGE_SUFFIXES:
@@ -75,7 +81,6 @@ def _cropped(
 ) -> list[Path]:
     """Crop ``images`` (under ``root``) into ``dst`` with the detector of ``config.crop``; the
     crops' paths."""
-    from vreid.inference.crop import crop_folder
 
     src = root
     if len(images) == 1 and images[0].parent == root and len(list(root.iterdir())) > 1:
@@ -126,10 +131,6 @@ def search_images(
     ``max_pictures``: queries drawn in ``ranklists.png``. See the module docstring for what is
     written into the run directory.
     """
-    from vreid.inference.extract import Extractor
-    from vreid.retrieval.chain import RetrievalChain
-    from vreid.retrieval.submission import top_indices
-    from vreid.workflows.report.ranklist import draw_rank_list
 
     cfg = config or Config()
     rc = cfg.retrieval
@@ -165,8 +166,6 @@ def search_images(
         features[name] = (qf, gf)
     attributes = None
     if attribute_checkpoint is not None and (rc.gamma_type > 0 or rc.gamma_colour > 0):
-        from vreid.inference.attributes import attribute_features
-
         sides = []
         for split, paths, used in (("query", q_names, q_used), ("gallery", g_names, g_used)):
             records = [ImageRecord(p, n, split) for p, n in zip(used, paths, strict=True)]

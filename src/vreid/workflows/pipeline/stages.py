@@ -1,4 +1,4 @@
-"""The whole job in stages with cached artefacts: ``run_pipeline(config, run_dir, from_stage=None)``.
+"""The paper's stages: ``run_pipeline(config, run_dir, from_stage=None)``.
 
 Stages, in order (``vreid pipeline --from STAGE`` re-runs from one)::
 
@@ -14,36 +14,53 @@ Stages, in order (``vreid pipeline --from STAGE`` re-runs from one)::
     submission  track2.txt from the final row
     report      report/index.html
 
-Each stage writes ``manifests/<stage>.json`` holding the hash of the config keys it depends on, the
-hash of its inputs (the output digests of the stages it reads) and the digests of its outputs. A
-stage whose hashes match and whose outputs are all present is skipped; otherwise it runs again, and
-so does everything downstream of it (their input hashes change). A stage interrupted half-way leaves
-no manifest and runs again on the next call; training resumes from its last checkpoint.
+Each stage declares the config keys it reads; the engine (:mod:`.engine`) derives its cache key
+from them, skips it when up to date, and resumes an interrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import shutil
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
-from vreid.core.artefacts import write_json_atomic, write_npy_atomic
-from vreid.core.config import Config, save_config
+from vreid.core.artefacts import read_json, run_lock, write_json_atomic, write_npy_atomic
+from vreid.core.config import Config
 from vreid.core.errors import ConfigError, DatasetError, VreidError
+from vreid.data import ReidDataset, load_from_config
+from vreid.engine.attributes import train_attributes
+from vreid.engine.reid import train
+from vreid.inference.attributes import extract_attribute_features
+from vreid.inference.crop import crop_dataset
+from vreid.inference.extract import Extractor, extract_split
+from vreid.inference.features import save_features
+from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
+from vreid.models.detectors import file_sha256
+from vreid.retrieval.chain import (
+    RetrievalChain,
+    ground_truth,
+    load_attributes,
+    load_pair,
+    model_distance,
+    score,
+)
+from vreid.retrieval.submission import write_submission
 from vreid.synth import generate_from_config
 from vreid.workflows.calibration import colour_histogram_features
-
-console = Console(stderr=True)
+from vreid.workflows.pipeline.engine import (
+    RunContext,
+    Stage,
+    config_values,
+    console,
+    hash_obj,
+    run_stages,
+)
+from vreid.workflows.report import build_report
 
 # metrics.json rows of the floors (the models use their names; the chain's rows:
 # vreid.retrieval.chain).
@@ -51,63 +68,25 @@ COLOUR_HISTOGRAM = "colour_histogram"
 UNTRAINED = "untrained"
 
 
-# --------------------------------------------------------------------------------------------
-# hashing and manifests
-
-
-def _hash_obj(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """sha256 (first 16 hex digits) of a file's content, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 @dataclass
-class Stage:
-    """One pipeline stage.
+class PipelineContext(RunContext):
+    """The engine's context plus the paper's shared reads: the dataset roots the data stage chose
+    and the dataset itself (read once, dropped after a stage that may change them)."""
 
-    ``run(ctx)`` returns the paths of its outputs (files, relative to the run directory or
-    absolute inside it); ``keys(config)`` the config values it depends on; ``reads`` the stages
-    whose outputs it uses.
-    """
-
-    name: str
-    run: Callable[[RunContext], list[Path]]
-    keys: Callable[[Config], Any]
-    reads: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunContext:
-    """What stages share: the config, the run directory and small cached reads."""
-
-    config: Config
-    run_dir: Path
-    progress: bool = True
     _cache: dict[str, Any] = field(default_factory=dict)
 
-    # ---- paths
-    def path(self, *parts: str) -> Path:
-        return self.run_dir.joinpath(*parts)
+    def forget(self) -> None:
+        self._cache.clear()
 
-    # ---- data
     @property
     def roots(self) -> dict[str, Any]:
         """``{"real": path, "sim": path | None, "format": ..., "sim_format": ...}`` (data stage)."""
         if "roots" not in self._cache:
-            self._cache["roots"] = json.loads(self.path("data_roots.json").read_text("utf-8"))
+            self._cache["roots"] = read_json(self.path("data_roots.json"))
         return self._cache["roots"]
 
-    def dataset(self) -> Any:
+    def dataset(self) -> ReidDataset:
         if "dataset" not in self._cache:
-            from vreid.data import load_from_config
-
             r = self.roots
             self._cache["dataset"] = load_from_config(
                 self.config.data, root=Path(r["real"]), format=r["format"]
@@ -179,7 +158,7 @@ def ensure_synthetic_data(config: Config, out: Path, *, progress: bool = True) -
     return out
 
 
-def _synth_dir(ctx: RunContext) -> Path:
+def _synth_dir(ctx: PipelineContext) -> Path:
     pc = ctx.config.pipeline
     return Path(pc.synth_dir) if pc.synth_dir is not None else ctx.path("synth")
 
@@ -209,7 +188,7 @@ def _record_dict(r: Any) -> dict[str, Any]:
 
 
 def crop_inputs(
-    ctx: RunContext, roots: dict[str, tuple[Path | str | None, str]]
+    ctx: PipelineContext, roots: dict[str, tuple[Path | str | None, str]]
 ) -> dict[str, Path]:
     """Crop each dataset of ``roots`` (``label → (root, format)``; ``None`` roots are skipped) with
     the ``crop`` config, once per distinct root, and return ``label → cropped root``.
@@ -218,11 +197,11 @@ def crop_inputs(
     same file) write a new folder instead of being refused by the old one, and a rerun with the
     same settings resumes.
     """
-    from vreid.inference.crop import crop_dataset
 
     c = ctx.config.crop
     # which sets are cropped does not change a set's crops: leave it out, so they are reused
-    tag = _hash_obj({k: v for k, v in _crop_keys(ctx.config).items() if k != "sets"})[:12]
+    crop = {k: v for k, v in config_values(ctx.config, ["crop"])["crop"].items() if k != "sets"}
+    tag = hash_obj({**crop, **_crop_weights(ctx.config)})[:12]
     device = ctx.config.runtime.device
     done: dict[Path, Path] = {}
     out: dict[str, Path] = {}
@@ -250,20 +229,16 @@ def crop_inputs(
     return out
 
 
-def _crop_keys(config: Config) -> dict[str, Any]:
-    """The crop settings a crop output depends on, including the weights file's content."""
-    keys = config.crop.model_dump(mode="json")
+def _crop_weights(config: Config) -> dict[str, Any]:
+    """The content hash of ``crop.weights`` (other weights in the same file make other crops)."""
     weights = config.crop.weights
     if config.crop.enabled and weights is not None and Path(weights).is_file():
-        from vreid.models.detectors import file_sha256
-
-        keys["weights_sha256"] = file_sha256(Path(weights))
-    return keys
+        return {"weights_sha256": file_sha256(Path(weights))}
+    return {}
 
 
-def stage_data(ctx: RunContext) -> list[Path]:
+def stage_data(ctx: PipelineContext) -> list[Path]:
     cfg = ctx.config
-    from vreid.data import load_from_config
 
     if cfg.data.root is None:
         synth = ensure_synthetic_data(cfg, _synth_dir(ctx), progress=ctx.progress)
@@ -308,7 +283,7 @@ def stage_data(ctx: RunContext) -> list[Path]:
         "attributes": str(attr_root) if attr_root is not None else None,
         "ground_truth": bool(ds.has_ground_truth),
     }
-    ctx._cache.clear()
+    ctx.forget()
     records = {s: [_record_dict(r) for r in ds.splits[s]] for s in ("query", "gallery")}
     return [
         write_json_atomic(ctx.path("data_roots.json"), roots),
@@ -321,9 +296,7 @@ def stage_data(ctx: RunContext) -> list[Path]:
 # stage: attributes
 
 
-def stage_attributes(ctx: RunContext) -> list[Path]:
-    from vreid.engine.attributes import train_attributes
-    from vreid.inference.attributes import extract_attribute_features
+def stage_attributes(ctx: PipelineContext) -> list[Path]:
 
     cfg = ctx.config.model_copy(deep=True)
     root = ctx.roots.get("attributes")
@@ -373,7 +346,7 @@ def stage_attributes(ctx: RunContext) -> list[Path]:
 # stage: training
 
 
-def _phase_config(ctx: RunContext, model: str, phase: str) -> Config:
+def _phase_config(ctx: PipelineContext, model: str, phase: str) -> Config:
     cfg = ctx.config.model_copy(deep=True)
     cfg.model.name = model
     if phase == "pretrain":
@@ -390,9 +363,8 @@ def _phase_config(ctx: RunContext, model: str, phase: str) -> Config:
     return cfg
 
 
-def train_model(ctx: RunContext, model: str) -> list[Path]:
+def train_model(ctx: PipelineContext, model: str) -> list[Path]:
     """Pre-train ``model`` on the simulation split (when configured), then fine-tune on the real one."""
-    from vreid.engine.reid import train
 
     outputs = []
     init_from: Path | None = None
@@ -402,8 +374,7 @@ def train_model(ctx: RunContext, model: str) -> list[Path]:
     for phase in phases:
         out = ctx.path("models", model, phase)
         last = out / "checkpoints" / "last.pt"
-        stage_key = f"train-{model}"
-        resume = last.is_file() and _started_with_same_key(ctx, stage_key)
+        resume = last.is_file() and ctx.resume
         if out.exists() and not resume:
             shutil.rmtree(out)
         console.print(f"[bold]{model}[/]: {phase}" + (" (resuming)" if resume else ""))
@@ -420,7 +391,7 @@ def train_model(ctx: RunContext, model: str) -> list[Path]:
     return outputs
 
 
-def final_checkpoint(ctx: RunContext, model: str) -> Path:
+def final_checkpoint(ctx: PipelineContext, model: str) -> Path:
     """The checkpoint used for retrieval, from the last phase: ``last.pt``, or ``best.pt`` with
     ``pipeline.checkpoint: best`` (chosen on validation identities, never on the test split)."""
     name = f"{ctx.config.pipeline.checkpoint}.pt"
@@ -438,11 +409,9 @@ def final_checkpoint(ctx: RunContext, model: str) -> Path:
 # stage: extract
 
 
-def _untrained_checkpoint(ctx: RunContext) -> Path:
+def _untrained_checkpoint(ctx: PipelineContext) -> Path:
     """A checkpoint of the first ensemble model with random weights (seed ``train.seed``)."""
     import torch
-
-    from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
 
     cfg = ctx.config.model_copy(deep=True)
     cfg.model.name = ctx.ensemble_models()[0]
@@ -461,9 +430,7 @@ def _untrained_checkpoint(ctx: RunContext) -> Path:
     )
 
 
-def stage_extract(ctx: RunContext) -> list[Path]:
-    from vreid.inference.extract import Extractor, extract_split
-    from vreid.inference.features import save_features
+def stage_extract(ctx: PipelineContext) -> list[Path]:
 
     ds = ctx.dataset()
     pc = ctx.config.pipeline
@@ -502,30 +469,29 @@ def stage_extract(ctx: RunContext) -> list[Path]:
 # stages: distances (the retrieval chain), metrics, submission, report
 
 
-def _save_distances(ctx: RunContext, row: str, distmat: np.ndarray) -> Path:
+def _save_distances(ctx: PipelineContext, row: str, distmat: np.ndarray) -> Path:
     return write_npy_atomic(
         ctx.path("distances", f"{row}.npy"), np.asarray(distmat, dtype=np.float32)
     )
 
 
-def _load_distances(ctx: RunContext, row: str) -> np.ndarray:
+def _load_distances(ctx: PipelineContext, row: str) -> np.ndarray:
     return np.load(ctx.path("distances", f"{row}.npy"), allow_pickle=False)
 
 
-def _names(ctx: RunContext, split: str) -> list[str]:
+def _names(ctx: PipelineContext, split: str) -> list[str]:
     return [r.name for r in ctx.dataset().splits[split]]
 
 
-def _metadata_enabled(ctx: RunContext) -> bool:
+def _metadata_enabled(ctx: PipelineContext) -> bool:
     r = ctx.config.retrieval
     return ctx.config.pipeline.attributes and (r.gamma_type > 0 or r.gamma_colour > 0)
 
 
-def stage_distances(ctx: RunContext) -> list[Path]:
+def stage_distances(ctx: PipelineContext) -> list[Path]:
     """``distances/<row>.npy`` for every row of the table: the floors and the trained models
     outside the ensemble (each its plain distance), then every row of the retrieval chain on the
     ensemble members; ``distances/rows.json`` lists them in table order with the final row."""
-    from vreid.retrieval.chain import RetrievalChain, load_attributes, load_pair, model_distance
 
     cfg = ctx.config
     pc = cfg.pipeline
@@ -563,13 +529,12 @@ def stage_distances(ctx: RunContext) -> list[Path]:
     return outputs
 
 
-def _rows(ctx: RunContext) -> dict[str, Any]:
+def _rows(ctx: PipelineContext) -> dict[str, Any]:
     """``distances/rows.json``: ``{"rows": [table order], "final": row, "steps": {...}}``."""
     return json.loads(ctx.path("distances", "rows.json").read_text("utf-8"))
 
 
-def stage_metrics(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.chain import ground_truth, score
+def stage_metrics(ctx: PipelineContext) -> list[Path]:
 
     ds = ctx.dataset()
     truth = ground_truth(ds.splits["query"], ds.splits["gallery"])
@@ -581,17 +546,15 @@ def stage_metrics(ctx: RunContext) -> list[Path]:
     return [write_json_atomic(ctx.path("metrics.json"), metrics)]
 
 
-def stage_submission(ctx: RunContext) -> list[Path]:
-    from vreid.retrieval.submission import write_submission
+def stage_submission(ctx: PipelineContext) -> list[Path]:
 
     d = _load_distances(ctx, _rows(ctx)["final"])
     return [write_submission(d, ctx.path("track2.txt"), top=ctx.config.retrieval.top)]
 
 
-def stage_report(ctx: RunContext) -> list[Path]:
+def stage_report(ctx: PipelineContext) -> list[Path]:
     if not ctx.path("metrics.json").is_file():
         return []
-    from vreid.workflows.report import build_report
 
     index = build_report(ctx.run_dir, num_rank_lists=ctx.config.report.num_rank_lists)
     return [index, *sorted(index.parent.glob("*.png"))]
@@ -601,30 +564,8 @@ def stage_report(ctx: RunContext) -> list[Path]:
 # the stage table
 
 
-def _section(*names: str) -> Callable[[Config], Any]:
-    def keys(cfg: Config) -> Any:
-        tree = cfg.model_dump(mode="json")
-        out = {}
-        for n in names:
-            node: Any = tree
-            for part in n.split("."):
-                node = node[part]
-            out[n] = node
-        return out
-
-    return keys
-
-
-def _data_keys(config: Config) -> Any:
-    keys = _section(
-        "data", "synth", "attributes.data_root", "pipeline.pretrain", "pipeline.synth_dir"
-    )(config)
-    keys["crop"] = _crop_keys(config)
-    return keys
-
-
-def build_stages(config: Config) -> list[Stage]:
-    """The stages ``config`` asks for, in order."""
+def build_stages(config: Config) -> list[Stage[PipelineContext]]:
+    """The stages ``config`` asks for, in order, each with the config keys it reads."""
     pc = config.pipeline
     if pc.checkpoint == "best" and (config.train.val_fraction == 0 or config.train.eval_every == 0):
         raise ConfigError(
@@ -633,131 +574,79 @@ def build_stages(config: Config) -> list[Stage]:
             f"(now val_fraction={config.train.val_fraction}, eval_every={config.train.eval_every})"
         )
     ensemble_members(config)
-    stages = [
+    stages: list[Stage[PipelineContext]] = [
         Stage(
             "data",
             stage_data,
-            _data_keys,
+            (
+                "data",
+                "synth",
+                "crop",
+                "attributes.data_root",
+                "pipeline.pretrain",
+                "pipeline.synth_dir",
+            ),
+            extra_key=_crop_weights,
         )
     ]
+    attr = ["attributes"] if pc.attributes else []
     if pc.attributes:
-        attr_keys = ["attributes", "train.num_workers", "train.batch_size_eval"]
-        if config.attributes.reid:  # step 1 takes its other settings from ``train``
-            attr_keys.append("train")
-        stages.append(Stage("attributes", stage_attributes, _section(*attr_keys), ["data"]))
-    train_keys = _section("model", "train", "pipeline.pretrain_epochs", "pipeline.finetune")
-    for m in dict.fromkeys(pc.models):
-        stages.append(
-            Stage(f"train-{m}", lambda ctx, m=m: train_model(ctx, m), train_keys, ["data"])
+        # step 1 (re-id) takes its other settings from ``train``; features use train's eval keys
+        keys = (
+            ("attributes", "data", "train")
+            if config.attributes.reid
+            else (
+                "attributes",
+                "data",
+                "train.num_workers",
+                "train.batch_size_eval",
+            )
         )
+        stages.append(Stage("attributes", stage_attributes, keys, ["data"]))
+    train_keys = ("model", "train", "data", "pipeline.pretrain_epochs", "pipeline.finetune")
+    for m in dict.fromkeys(pc.models):
+        stages.append(Stage(f"train-{m}", partial(train_model, model=m), train_keys, ["data"]))
     train_names = [s.name for s in stages if s.name.startswith("train-")]
     stages += [
         Stage(
             "extract",
             stage_extract,
-            _section(
+            (
+                "model",  # the untrained baseline's architecture
+                "train.seed",  # … and its initialisation
+                "train.eval_flip",
+                "train.batch_size_eval",
+                "train.num_workers",
+                "pipeline.ensemble",  # the untrained baseline is the first member
                 "pipeline.untrained_baseline",
                 "pipeline.colour_histogram_baseline",
                 "pipeline.checkpoint",
-                "train.eval_flip",
-                "model",
             ),
             ["data", *train_names],
         ),
-    ]
-    attr = ["attributes"] if pc.attributes else []
-    retrieval_keys = _section(
-        "retrieval",
-        "pipeline.models",
-        "pipeline.ensemble",
-        "pipeline.attributes",
-        "pipeline.untrained_baseline",
-        "pipeline.colour_histogram_baseline",
-    )
-    stages += [
-        Stage("distances", stage_distances, retrieval_keys, ["data", "extract", *attr]),
-        Stage("metrics", stage_metrics, _section("retrieval"), ["data", "distances"]),
-        Stage("submission", stage_submission, _section("retrieval"), ["distances"]),
+        Stage(
+            "distances",
+            stage_distances,
+            (
+                "retrieval",
+                "pipeline.models",
+                "pipeline.ensemble",
+                "pipeline.attributes",
+                "pipeline.untrained_baseline",
+                "pipeline.colour_histogram_baseline",
+            ),
+            ["data", "extract", *attr],
+        ),
+        Stage("metrics", stage_metrics, ("retrieval",), ["data", "distances"]),
+        Stage("submission", stage_submission, ("retrieval",), ["distances"]),
         Stage(
             "report",
             stage_report,
-            lambda cfg: cfg.model_dump(mode="json"),  # the page shows the whole config
+            ("report",),
             ["data", "distances", "metrics", *attr, *train_names],
         ),
     ]
     return stages
-
-
-# --------------------------------------------------------------------------------------------
-# manifests
-
-
-def _manifest_path(run_dir: Path, stage: str) -> Path:
-    return run_dir / "manifests" / f"{stage}.json"
-
-
-def _read_manifest(run_dir: Path, stage: str) -> dict[str, Any] | None:
-    p = _manifest_path(run_dir, stage)
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text("utf-8"))
-    except json.JSONDecodeError:
-        return None
-
-
-def _started_with_same_key(ctx: RunContext, stage: str) -> bool:
-    """True when ``stage`` was interrupted earlier with the same config and inputs (resume it)."""
-    return bool(ctx._cache.get("resume", {}).get(stage))
-
-
-def _inputs_hash(run_dir: Path, stage: Stage) -> str:
-    digests = {}
-    for up in stage.reads:
-        m = _read_manifest(run_dir, up)
-        digests[up] = m.get("output_digest") if m else None
-    return _hash_obj(digests)
-
-
-def _up_to_date(run_dir: Path, stage: Stage, config_hash: str, inputs_hash: str) -> bool:
-    m = _read_manifest(run_dir, stage.name)
-    if m is None or m.get("config_hash") != config_hash or m.get("inputs_hash") != inputs_hash:
-        return False
-    for rel, info in m.get("outputs", {}).items():
-        p = run_dir / rel
-        if not p.is_file() or p.stat().st_size != info["size"]:
-            return False
-    return True
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("vreid", "torch", "torchvision", "numpy", "scipy", "pillow", "pydantic"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    try:
-        import torch
-
-        out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        out["torch threads"] = str(torch.get_num_threads())
-    except Exception:  # pragma: no cover - torch is a dependency
-        pass
-    return out
-
-
-def resolve_from_stage(stages: Sequence[Stage], from_stage: str) -> int:
-    """Index of the first stage called ``from_stage`` (``train`` = the first ``train-<model>``)."""
-    for i, s in enumerate(stages):
-        if s.name == from_stage or (from_stage == "train" and s.name.startswith("train-")):
-            return i
-    names = ", ".join(
-        dict.fromkeys(["train" if s.name.startswith("train-") else s.name for s in stages])
-    )
-    raise ConfigError(f"--from {from_stage!r}: unknown stage; stages of this config: {names}")
 
 
 def run_pipeline(
@@ -769,62 +658,17 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run every stage of ``config`` in ``run_dir``, skipping those whose artefacts are up to date.
 
-    ``from_stage`` forces that stage and all later ones to run again. Returns
-    ``{"run_dir", "ran": [...], "skipped": [...], "metrics": dict | None}``.
+    ``from_stage`` forces that stage and all later ones to run again. The run directory is held
+    (:func:`~vreid.core.artefacts.run_lock`) for the whole run: a second run on it is refused.
+    Returns ``{"run_dir", "ran": [...], "skipped": [...], "metrics": dict | None}``.
     """
     # Absolute from here on: stages return absolute artefact paths and the manifests record them
     # relative to this directory, which only works if both spell it the same way.
     run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    write_json_atomic(run_dir / "versions.json", _versions())
     stages = build_stages(config)
-    write_json_atomic(run_dir / "stages.json", [s.name for s in stages])
-    start_at = resolve_from_stage(stages, from_stage) if from_stage else len(stages)
-    ctx = RunContext(config, run_dir, progress=progress)
-    ran, skipped = [], []
-    for order, stage in enumerate(stages):
-        config_hash = _hash_obj(stage.keys(config))
-        inputs_hash = _inputs_hash(run_dir, stage)
-        key = _hash_obj([config_hash, inputs_hash])
-        if order < start_at and _up_to_date(run_dir, stage, config_hash, inputs_hash):
-            console.print(f"[dim]stage {stage.name}: up to date[/]")
-            skipped.append(stage.name)
-            continue
-        console.rule(f"stage {stage.name}")
-        started = _manifest_path(run_dir, f"{stage.name}.started")
-        previous = {}
-        if started.is_file():
-            previous = json.loads(started.read_text("utf-8"))
-        ctx._cache["resume"] = {stage.name: previous.get("key") == key}
-        if previous.get("key") != key:
-            write_json_atomic(started, {"key": key})
-        t0 = time.perf_counter()
-        outputs = stage.run(ctx)
-        seconds = time.perf_counter() - t0
-        files = {}
-        for p in outputs:
-            p = Path(p)
-            rel = p.relative_to(run_dir) if p.is_absolute() and p.is_relative_to(run_dir) else p
-            full = run_dir / rel
-            files[str(rel)] = {"size": full.stat().st_size, "sha256": file_digest(full)}
-        manifest = {
-            "stage": stage.name,
-            "order": order,
-            "config_hash": config_hash,
-            "inputs_hash": inputs_hash,
-            "outputs": files,
-            "output_digest": _hash_obj(files),
-            "seconds": round(seconds, 2),
-            "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        write_json_atomic(_manifest_path(run_dir, stage.name), manifest)
-        started.unlink(missing_ok=True)
-        console.print(f"stage {stage.name}: done in {seconds:.1f} s")
-        ran.append(stage.name)
-        if stage.name in ("data",):
-            ctx._cache.pop("roots", None)
-            ctx._cache.pop("dataset", None)
+    with run_lock(run_dir):
+        ctx = PipelineContext(config, run_dir, progress=progress)
+        ran, skipped = run_stages(stages, ctx, from_stage=from_stage)
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text("utf-8")) if metrics_file.is_file() else None
+    metrics = read_json(metrics_file) if metrics_file.is_file() else None
     return {"run_dir": run_dir, "ran": ran, "skipped": skipped, "metrics": metrics}
