@@ -163,6 +163,16 @@ def test_tiny_pipeline_caches_and_reruns_from_a_stage(tiny_run):
     assert len(fourth["metrics"]["glamor"]["cmc"]) == 5
     lines = (run_dir / "track2.txt").read_text().splitlines()
     assert {len(line.split()) for line in lines} == {5}
+
+    # no configuration's results were lost: each is kept under results/<key>/, side by side
+    kept = {
+        p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("results/*/metrics.json")
+    }
+    assert len(kept) >= 3
+    assert sorted(len(m["glamor"]["cmc"]) for m in kept.values())[:2] == [5, cfg.retrieval.top]
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "Runs in this folder" in page
+    assert f"retrieval.k1={cfg.retrieval.k1 + 1}" in page  # the k1 run, shown beside this one
     run_pipeline(cfg, run_dir, progress=False)  # as it was, for the other tests
 
     with pytest.raises(ConfigError, match="unknown stage"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vreid.core.artefacts import write_text_atomic
 from vreid.core.errors import ConfigError
@@ -299,6 +299,14 @@ class RetrievalConfig(Section):
     """Weights of the models' distance matrices in the ensemble, in the order given (the feature
     directories of ``vreid rank``, the checkpoints of ``vreid search``, ``pipeline.ensemble``);
     ``None``: equal weights (paper: GLAMOR and Counter GLAMOR 1:1)."""
+
+    @field_validator("ensemble_weights")
+    @classmethod
+    def _weights_positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (any(w < 0 for w in value) or sum(value) <= 0):
+            raise ValueError(f"weights must be ≥ 0 with a positive sum, got {value}")
+        return value
+
     top: int = Field(100, ge=1)
     """Gallery images per query in ranked lists and ``track2.txt``, and the depth of the AIC mAP
     and of the CMC curve in the metrics (AIC: 100)."""

@@ -15,6 +15,9 @@ import numpy as np
 from vreid.core.artefacts import read_npy, write_npy_atomic, write_text_atomic
 from vreid.core.errors import FeatureFileError, VreidError
 
+MAX_ABS_FEATURE = 1e15
+"""Largest feature magnitude accepted: squared distances of 2048-d features stay finite in float32."""
+
 
 def _paths(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     stem = Path(stem)
@@ -62,6 +65,12 @@ def load_features(
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
         raise FeatureFileError(f"{npy}: {int(bad.sum())} rows contain NaN or inf (rows {rows} …)")
+    big = float(np.abs(feats).max(initial=0.0))
+    if big > MAX_ABS_FEATURE:
+        raise FeatureFileError(
+            f"{npy}: values up to {big:.3g} would overflow float32 distances (limit "
+            f"{MAX_ABS_FEATURE:.0e}); vreid's features are L2-normalised — rescale these"
+        )
     names = idx.read_text(encoding="utf-8").splitlines()
     if len(names) != feats.shape[0]:
         raise FeatureFileError(

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vreid.core.devices import resolve_device
+from vreid.inference.features import MAX_ABS_FEATURE
 
 ArrayLike = np.ndarray | torch.Tensor
 MetadataTriple = tuple[ArrayLike, ArrayLike, float]
@@ -48,6 +49,11 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
     t = t.to(device=device, dtype=torch.float32).contiguous()
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: contains NaN or inf")
+    if t.numel() and float(t.abs().max()) > MAX_ABS_FEATURE:
+        raise ValueError(
+            f"{name}: values up to {float(t.abs().max()):.3g} would overflow float32 distances "
+            f"(limit {MAX_ABS_FEATURE:.0e}); vreid's features are L2-normalised — rescale them"
+        )
     return t
 
 

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from vreid.core.artefacts import read_json, run_lock, write_json_atomic, write_npy_atomic
+from vreid.core.artefacts import (
+    atomic_path,
+    read_json,
+    run_lock,
+    write_json_atomic,
+    write_npy_atomic,
+)
 from vreid.core.config import Config
 from vreid.core.errors import ConfigError, DatasetError, VreidError
 from vreid.data import ReidDataset, load_from_config
@@ -649,6 +655,34 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
     return stages
 
 
+#: Config keys that change no result, left out of a results key.
+_INFORMATIONAL = ("runtime.device", "pipeline.name")
+
+
+def results_key(config: Config) -> str:
+    """What made a run's results: the hash of its config without the informational keys."""
+    tree = config.model_dump(mode="json")
+    for dotted in _INFORMATIONAL:
+        section, name = dotted.split(".")
+        tree[section].pop(name, None)
+    return hash_obj(tree)
+
+
+def keep_results(run_dir: Path, config: Config) -> Path | None:
+    """Copy the run's ``metrics.json``, ``track2.txt``, ``config.yaml`` and ``rows.json`` into
+    ``results/<results_key>/``: a later run with other settings replaces the files at the top of
+    the run directory, never these, and the report shows every kept configuration side by side."""
+    if not (run_dir / "metrics.json").is_file() and not (run_dir / "track2.txt").is_file():
+        return None
+    dst = run_dir / "results" / results_key(config)
+    for name in ("metrics.json", "track2.txt", "config.yaml", "distances/rows.json"):
+        src = run_dir / name
+        if src.is_file():
+            with atomic_path(dst / Path(name).name) as tmp:
+                shutil.copyfile(src, tmp)
+    return dst
+
+
 def run_pipeline(
     config: Config,
     run_dir: str | Path,
@@ -669,6 +703,7 @@ def run_pipeline(
     with run_lock(run_dir):
         ctx = PipelineContext(config, run_dir, progress=progress)
         ran, skipped = run_stages(stages, ctx, from_stage=from_stage)
+        keep_results(run_dir, config)
     metrics_file = run_dir / "metrics.json"
     metrics = read_json(metrics_file) if metrics_file.is_file() else None
     return {"run_dir": run_dir, "ran": ran, "skipped": skipped, "metrics": metrics}

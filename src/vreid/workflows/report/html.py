@@ -20,7 +20,6 @@ left out of the page with a note):
 from __future__ import annotations
 
 import html
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vreid.core.artefacts import write_text_atomic
+from vreid.core.artefacts import read_json, read_npy, write_text_atomic
 from vreid.core.errors import VreidError
 from vreid.workflows.report import plots, ranklist
 
@@ -84,13 +83,31 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, kind: type = dict) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise VreidError(
-            f"{path}: not valid JSON ({err}); re-run the stage that wrote it"
-        ) from None
+        return read_json(path, kind=kind)
+    except VreidError as err:
+        raise VreidError(f"{err}; re-run the stage that wrote it") from None
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, Any]]:
+    """``metrics.json`` checked for the shape every reader relies on: ``{row: {"mAP": number,
+    "cmc": [numbers], …}}``; anything else is a :class:`VreidError` naming the file and row."""
+    metrics = _read_json(path)
+    for row, entry in metrics.items():
+        ok = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("mAP"), int | float)
+            and isinstance(entry.get("cmc", []), list)
+            and all(isinstance(x, int | float) for x in entry.get("cmc", []))
+            and isinstance(entry.get("full", {}), dict)
+        )
+        if not ok:
+            raise VreidError(
+                f"{path}: row {row!r} is not a metrics entry (needs a number 'mAP' and a list "
+                "'cmc'); re-run the metrics stage (vreid pipeline … --from metrics)"
+            )
+    return metrics
 
 
 def _pct(x: Any) -> str:
@@ -228,7 +245,7 @@ def _ranklist_section(run_dir: Path, out: Path, count: int) -> _Section | None:
     if recs is None or row is None or count <= 0:
         return None
     queries, gallery = recs
-    distmat = np.load(run_dir / "distances" / f"{row}.npy", allow_pickle=False)
+    distmat = read_npy(run_dir / "distances" / f"{row}.npy")
     if distmat.shape != (len(queries), len(gallery)):
         raise VreidError(
             f"{run_dir / 'distances' / (row + '.npy')}: shape {distmat.shape} does not match "
@@ -353,6 +370,64 @@ def _crop_section(run_dir: Path) -> _Section | None:
     return _Section("Cropping", body)
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def _history_section(run_dir: Path) -> _Section | None:
+    """Every configuration this run directory has finished (``results/<key>/``), side by side:
+    the settings where they differ from this run's, and their final row."""
+    import yaml
+
+    folders = sorted(p for p in (run_dir / "results").glob("*") if (p / "metrics.json").is_file())
+    if len(folders) < 2 or not (run_dir / "config.yaml").is_file():
+        return None
+    current = _flatten(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    ignored = {"runtime.device", "pipeline.name"}
+    rows = []
+    for folder in sorted(folders, key=lambda p: (p / "metrics.json").stat().st_mtime):
+        cfg_file = folder / "config.yaml"
+        other = (
+            _flatten(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
+            if cfg_file.is_file()
+            else {}
+        )
+        diff = [
+            f"{k}={other.get(k)}"
+            for k in sorted(set(current) | set(other))
+            if k not in ignored and other.get(k) != current.get(k)
+        ]
+        metrics = read_metrics(folder / "metrics.json")
+        rows_file = folder / "rows.json"
+        final = _read_json(rows_file).get("final") if rows_file.is_file() else None
+        if final not in metrics:
+            final = next(reversed(metrics), None)
+        m = metrics.get(final, {}) if final else {}
+        cmc = m.get("cmc") or [None]
+        rows.append(
+            [
+                folder.name,
+                "; ".join(diff) or "this run's settings",
+                row_label(final) if final else "–",
+                _pct(m.get("mAP")),
+                _pct(cmc[0]),
+            ]
+        )
+    body = _table(
+        ["Results", "Settings (where they differ)", "Row", "mAP", "R1"], rows, numeric_from=3
+    )
+    body += (
+        '<p class="note">Each configuration run in this folder keeps its metrics.json, '
+        "track2.txt and config.yaml under results/&lt;key&gt;/.</p>"
+    )
+    return _Section("Runs in this folder", body)
+
+
 def _run_section(run_dir: Path) -> _Section:
     parts = []
     manifests = [
@@ -366,7 +441,7 @@ def _run_section(run_dir: Path) -> _Section:
     ]
     current = run_dir / "stages.json"  # the stages of the run's present config
     if current.is_file():
-        wanted = set(_read_json(current))
+        wanted = set(_read_json(current, list))
         manifests = [m for m in manifests if m.stem in wanted]
     if manifests:
         rows = []
@@ -411,7 +486,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
             f"{metrics_file}: not found; a report needs a finished metrics stage "
             "(run `vreid pipeline` on data with query/gallery ground truth)"
         )
-    metrics = _read_json(metrics_file)
+    metrics = read_metrics(metrics_file)
     if num_rank_lists is None:
         num_rank_lists = 8
         cfg = run_dir / "config.yaml"
@@ -430,6 +505,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
         _attribute_section(run_dir, out),
         _stats_section(run_dir),
         _crop_section(run_dir),
+        _history_section(run_dir),
         _run_section(run_dir),
     ]
     present = [s for s in sections if s is not None]
