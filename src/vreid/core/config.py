@@ -1,7 +1,9 @@
 """Configuration: one pydantic model per stage, loaded from YAML with ``--set key=value`` overrides.
 
-Defaults are the paper's values (Huynh et al., AIC20 Track 2) unless a field's docstring says
-otherwise. YAML presets (``src/vreid/configs/``) only override. Unknown keys and wrongly typed values raise
+Defaults are the paper's values (Truong, Dang, Ye, Nguyen and Mei, "Image-based Vehicle
+Re-identification Model with Adaptive Attention Modules and Metadata Re-ranking", AI City Challenge
+2020 Track 2, arXiv:2007.01818) unless a field's docstring says otherwise. YAML presets
+(``src/vreid/configs/``) only override. Unknown keys and wrongly typed values raise
 :class:`~vreid.core.errors.ConfigError` naming the key and what is allowed.
 
 Each stage owns its section class below; add fields there (with a docstring) rather than reading

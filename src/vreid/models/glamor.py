@@ -1,4 +1,5 @@
-"""GLAMOR and Counter GLAMOR (Suprem et al.; Huynh et al. AIC20, eq. 1 and eq. 2).
+"""GLAMOR and Counter GLAMOR (Suprem & Pu, arXiv:2002.02256; Truong et al., AIC20,
+arXiv:2007.01818, eq. 1 and eq. 2).
 
 A ResNet trunk (standard stem, last stride 1) with
 
