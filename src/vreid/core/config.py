@@ -44,7 +44,15 @@ class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
     format: Literal[
-        "auto", "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "folder"
+        "auto",
+        "aic20",
+        "aic20-sim",
+        "aic21",
+        "aic21-sim",
+        "veri776",
+        "vehicleid",
+        "veriwild",
+        "folder",
     ] = "auto"
     """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
@@ -55,6 +63,9 @@ class DataConfig(Section):
     """VehicleID only: which of the 10 seeded gallery draws to use (results average all 10)."""
     vehicleid_seed: int = 0
     """VehicleID only: seed of the gallery draws."""
+    veriwild_test_size: Literal[3000, 5000, 10000] = 3000
+    """VERI-Wild only: the test set (``train_test_split/test_<n>.txt`` gallery and
+    ``test_<n>_query.txt`` queries): 3000 small, 5000 medium, 10000 large."""
     folder_csv: Path | None = None
     """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
 
