@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from vreid.core.errors import WeightsError
+from vreid.core.errors import ConfigError, WeightsError
 from vreid.core.figures import plot_confusion
 from vreid.data.attributes import COLOR_CLASSES, IGNORE_INDEX, TYPE_CLASSES
 from vreid.data.image_datasets import split_holdout
@@ -58,10 +58,12 @@ def test_weights_file_is_loaded_and_bad_files_are_named(tmp_path: Path):
         AttributeModel("resnet18", 3, pretrained=wrong)
 
 
-def test_auto_weights_say_what_happened():
-    model = AttributeModel("resnet18", 3, pretrained="auto")
-    msg = model.weights_message
-    assert ("ImageNet weights from" in msg) or ("random initialisation" in msg)
+def test_auto_weights_are_refused_and_null_says_random():
+    """``auto`` used to fall back silently to random weights; it is refused now."""
+    with pytest.raises(ConfigError, match=r"auto.*no longer accepted.*imagenet.*null"):
+        AttributeModel("resnet18", 3, pretrained="auto")
+    model = AttributeModel("resnet18", 3, pretrained=None)
+    assert "random initialisation" in model.weights_message
 
 
 def test_classification_report_matches_hand_count(tmp_path: Path):

@@ -23,6 +23,7 @@ from vreid.workflows.cli import app
 # Small and fast: resnet18 trunk, 32×32 images, a couple of iterations per step.
 TINY = [
     "attributes.backbone=resnet18",
+    "attributes.pretrained=null",  # the default (imagenet) needs torchvision's file
     "attributes.image_size=[32, 32]",
     "attributes.last_stride=2",
     "attributes.embed_dim=16",

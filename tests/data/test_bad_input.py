@@ -156,7 +156,9 @@ def test_unknown_format_lists_known_formats(tmp_path: Path):
     with pytest.raises(DatasetError) as err:
         load_dataset(tmp_path)
     assert str(tmp_path) in str(err.value)
-    assert "aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid, folder" in str(err.value)
+    assert "aic20, aic20-sim, aic21, aic21-sim, veri776, vehicleid, veriwild, folder" in str(
+        err.value
+    )
     with pytest.raises(DatasetError, match=r"unknown dataset format 'market1501'.*veri776"):
         load_dataset(tmp_path, format="market1501")
 

@@ -64,7 +64,9 @@ def test_bad_dataset_is_one_line_error_with_status_2(tmp_path: Path):
     assert "test_track_id.txt, line 2: track index 9 out of range" in result.stderr
     unknown = _vreid("data", "check", str(tmp_path), "--format", "market")
     assert unknown.returncode == 2
-    assert "data.format" in unknown.stderr and "'market'" in unknown.stderr  # refused at the config boundary
+    # refused at the config boundary
+    assert "data.format" in unknown.stderr
+    assert "'market'" in unknown.stderr
 
 
 def test_data_info_folder_layout_with_csv_option(tmp_path: Path):

@@ -285,25 +285,6 @@ def test_wrong_weights_file_names_it(tmp_path) -> None:
         build_model("resnet18", 3, pretrained=str(tmp_path / "missing.pth"))
 
 
-def test_imagenet_weights_from_torch_hub_cache(tmp_path) -> None:
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
-    try:
-        with pytest.raises(WeightsError, match="no torchvision resnet18 weights"):
-            build_model("resnet18", 3, pretrained="imagenet")
-        model = build_model("resnet18", 3, pretrained="auto")
-        assert "random initialisation" in model.weights_message
-        reference = torchvision.models.resnet18(weights=None)
-        name = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
-        (tmp_path / "checkpoints").mkdir()
-        torch.save(reference.state_dict(), tmp_path / "checkpoints" / name)
-        model = build_model("resnet18", 3, pretrained="imagenet")
-        assert "ImageNet weights from" in model.weights_message
-        assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
-    finally:
-        torch.hub.set_dir(old)
-
-
 # ------------------------------------------------------------------------------------------
 # model + losses together
 

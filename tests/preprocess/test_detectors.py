@@ -19,7 +19,9 @@ COCO_FILE = "fasterrcnn_mobilenet_v3_large_320_fpn-907ea3f9.pth"
 
 
 @pytest.fixture
-def empty_hub(tmp_path):
+def empty_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache, offline (VREID_OFFLINE=1): a missing file is never downloaded."""
+    monkeypatch.setenv("VREID_OFFLINE", "1")
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
@@ -69,6 +71,8 @@ def test_missing_weights_says_which_file_to_place_where(empty_hub):
     assert "https://download.pytorch.org/models/" + COCO_FILE in message
     assert "vreid train-detector" in message
     assert "--weights" in message
+    assert "VREID_OFFLINE=1" in message
+    assert "\n" not in message
 
 
 def test_missing_weights_file(tmp_path):

@@ -1,7 +1,9 @@
 """Configuration: one pydantic model per stage, loaded from YAML with ``--set key=value`` overrides.
 
-Defaults are the paper's values (Huynh et al., AIC20 Track 2) unless a field's docstring says
-otherwise. YAML presets (``src/vreid/configs/``) only override. Unknown keys and wrongly typed values raise
+Defaults are the paper's values (Truong, Dang, Ye, Nguyen and Mei, "Image-based Vehicle
+Re-identification Model with Adaptive Attention Modules and Metadata Re-ranking", AI City Challenge
+2020 Track 2, arXiv:2007.01818) unless a field's docstring says otherwise. YAML presets
+(``src/vreid/configs/``) only override. Unknown keys and wrongly typed values raise
 :class:`~vreid.core.errors.ConfigError` naming the key and what is allowed.
 
 Each stage owns its section class below; add fields there (with a docstring) rather than reading
@@ -21,6 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vreid.core.artefacts import write_text_atomic
 from vreid.core.errors import ConfigError
 
+_AUTO_REFUSED = (
+    "'auto' is no longer accepted (it fell back silently to random weights when nothing was "
+    "cached); say imagenet (torchvision's weights, downloaded into the torch hub cache on first "
+    "use) or null (random initialisation)"
+)
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
@@ -36,7 +44,15 @@ class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
     format: Literal[
-        "auto", "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "folder"
+        "auto",
+        "aic20",
+        "aic20-sim",
+        "aic21",
+        "aic21-sim",
+        "veri776",
+        "vehicleid",
+        "veriwild",
+        "folder",
     ] = "auto"
     """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
@@ -47,6 +63,9 @@ class DataConfig(Section):
     """VehicleID only: which of the 10 seeded gallery draws to use (results average all 10)."""
     vehicleid_seed: int = 0
     """VehicleID only: seed of the gallery draws."""
+    veriwild_test_size: Literal[3000, 5000, 10000] = 3000
+    """VERI-Wild only: the test set (``train_test_split/test_<n>.txt`` gallery and
+    ``test_<n>_query.txt`` queries): 3000 small, 5000 medium, 10000 large."""
     folder_csv: Path | None = None
     """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
 
@@ -80,8 +99,12 @@ class CropConfig(Section):
     ``fasterrcnn_mobilenet_v3_large_fpn`` (the paper's Mask R-CNN is ``maskrcnn_resnet50_fpn_v2``,
     several times slower on CPU)."""
     weights: Path | None = None
-    """Detector weights file (torchvision COCO file or ``vreid train-detector`` checkpoint);
-    ``None``: torchvision's COCO weights from its cache (``torch.hub.get_dir()/checkpoints``)."""
+    """Detector weights file (torchvision COCO file or ``vreid train-detector`` checkpoint).
+    ``None``: torchvision's COCO weights of ``detector`` (the paper used COCO weights), read from
+    the torch hub cache (``torch.hub.get_dir()/checkpoints``) or downloaded there with a progress
+    bar and torchvision's hash check on first use; offline (``VREID_OFFLINE=1`` or no network) a
+    missing file is an error naming the cache path and the URL, and suggesting
+    ``vreid train-detector``."""
     margin: float = Field(0.05, ge=0.0, le=1.0)
     """Margin added around the chosen box on each side, as a fraction of its width/height."""
     min_score: float = Field(0.5, ge=0.0, le=1.0)
@@ -128,16 +151,40 @@ class ModelConfig(Section):
     backbone: str | None = None
     """Trunk: ``None`` = the model's own (resnet50 for GLAMOR, as the paper; the named network for
     a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work."""
-    pretrained: str | None = None
-    """Trunk weights: ``None`` trains from scratch as the paper does; ``imagenet`` = torchvision's
-    ImageNet weights from the torch hub cache (an error when absent: nothing is downloaded);
-    ``auto`` = those when cached, else scratch; otherwise the path of a weights file."""
+    pretrained: str | dict[str, str | None] | None = None
+    """Trunk weights. ``null`` (default): random initialisation, as the paper trains GLAMOR.
+    ``imagenet``: torchvision's ImageNet weights of the trunk (``<Arch>_Weights.IMAGENET1K_V1``;
+    ``IMAGENET1K_V2`` or a full name such as ``ResNet50_Weights.IMAGENET1K_V2`` picks another
+    member), read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) and downloaded there,
+    with a progress bar and torchvision's hash check, the first time; offline
+    (``VREID_OFFLINE=1`` or no network) a missing file is an error naming the cache path and the
+    URL to fetch it from, never a fall-back to random weights. An ``http(s)://`` URL: the same for
+    any file. Anything else: the path of a weights file. A mapping ``{model name: value}`` gives
+    each model of ``pipeline.models`` its own value (the ``aic20`` preset: ``{resnet50: imagenet,
+    resnext101_32x8d: imagenet}``, the paper's ImageNet baselines); models it does not list start
+    from random weights. ``auto`` is refused (it used to fall back to random weights)."""
     last_stride: Literal[1, 2] = 1
     """Stride of the last stage (1 doubles the final feature map, usual in re-id)."""
     eval_features: Literal["neck", "pre_neck"] = "neck"
     """Retrieval features: after the BN neck (default) or the pooled features before it."""
     image_size: tuple[int, int] = (128, 256)
     """Input (height, width); the paper uses 128×256 because vehicles are wider than tall."""
+
+    @field_validator("pretrained")
+    @classmethod
+    def _no_auto(cls, value: Any) -> Any:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(v, str) and v.strip().lower() == "auto" for v in values):
+            raise ValueError(_AUTO_REFUSED)
+        return value
+
+    def pretrained_for(self, name: str | None = None) -> str | None:
+        """The ``pretrained`` value of model ``name`` (default: ``self.name``): the mapping's entry
+        for it (``None`` when not listed), or the single value every model shares."""
+        value = self.pretrained
+        if isinstance(value, dict):
+            value = value.get(name if name is not None else self.name)
+        return str(value) if value is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,14 +279,27 @@ class AttributeConfig(Section):
     """Dataset with colour/type labels (AIC simulation layout or VeRi-776); ``None``: ``data.sim_root``."""
     format: str = "auto"
     """Format of ``data_root`` (see ``data.format``)."""
-    pretrained: str | None = "auto"
-    """Trunk weights (paper: ImageNet): ``auto`` = torchvision's ImageNet weights from the torch hub
-    cache when present, else scratch (logged); ``imagenet`` = those or an error; a file path;
-    ``None`` = scratch."""
+    pretrained: str | None = "imagenet"
+    """Trunk weights. ``imagenet`` (default, the paper): torchvision's ImageNet weights of
+    ``backbone`` (``IMAGENET1K_V1``), read from the torch hub cache (``$TORCH_HOME/hub/
+    checkpoints``) or downloaded there with a progress bar and torchvision's hash check on first
+    use; offline (``VREID_OFFLINE=1`` or no network) a missing file is an error naming the cache
+    path and the URL to fetch it from on another machine. ``null``: random initialisation (the
+    ``demo`` and ``tiny`` presets, which must run offline). A torchvision weights name
+    (``IMAGENET1K_V2``), a URL or a weights file path work as in ``model.pretrained``. ``auto`` is
+    refused: it used to fall back silently to training from scratch when nothing was cached."""
     last_stride: Literal[1, 2] = 1
     """Stride of the trunk's last stage (1 as the team's re-id models; 2 = torchvision's)."""
     embed_dim: int = Field(512, ge=1)
     """Width of each attribute head's embedding layer (the penultimate features used for re-ranking)."""
+
+    @field_validator("pretrained")
+    @classmethod
+    def _no_auto(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            raise ValueError(_AUTO_REFUSED)
+        return value
+
     holdout_fraction: float = Field(0.2, ge=0, lt=1)
     """Fraction of the labelled identities held out of both steps to measure colour/type accuracy."""
     seed: int = 0

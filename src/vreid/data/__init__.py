@@ -1,5 +1,5 @@
 """Dataset readers and writers: AIC20/AIC21 CityFlow-ReID (real and simulation), VeRi-776,
-VehicleID and a generic folder layout, all producing :class:`ImageRecord` lists."""
+VehicleID, VERI-Wild and a generic folder layout, all producing :class:`ImageRecord` lists."""
 
 from vreid.data.aic import read_aic, write_aic
 from vreid.data.loader import FORMATS, detect_format, load_dataset, load_from_config

@@ -10,6 +10,7 @@ Split ↔ file names: train → ``image_train/``, ``name_train.txt``, ``train_la
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,10 +18,23 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from vreid.core.artefacts import write_text_atomic
-from vreid.data.files import FolderIndex, LabelItem, check_name, list_images, parse_camera, parse_int, parse_tracks, read_checked_name_file, read_label_items, require_images
-from vreid.data.attributes import AIC_COLORS, AIC_TYPES
-from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 from vreid.core.errors import DatasetError
+from vreid.data.attributes import AIC_COLORS, AIC_TYPES
+from vreid.data.files import (
+    FolderIndex,
+    LabelItem,
+    check_name,
+    list_images,
+    parse_camera,
+    parse_int,
+    parse_tracks,
+    read_checked_name_file,
+    read_label_items,
+    require_images,
+)
+from vreid.data.records import SPLITS, ImageRecord, ReidDataset
+
+log = logging.getLogger("vreid.data")
 
 AIC_IMAGE_DIRS: dict[str, str] = {
     "train": "image_train",
@@ -90,6 +104,32 @@ def _record_from_item(
     return record, extras
 
 
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_untracked(name_file: Path, id_file: Path, split: str, untracked: int, total: int) -> None:
+    """One logging warning (once per file and count in a process) when the name form of the
+    tracks leaves images of the split without a track.
+
+    The real AIC19/AIC20 ``train_track.txt`` omits one image of each track that
+    ``train_track_id.txt`` lists (the last one there; single-image tracks become empty lines); the
+    id form is complete.
+    """
+    key = (str(name_file), untracked, total)
+    if untracked <= 0 or key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning(
+        "%s: %d of %d %s images have no track (the AIC19/AIC20 releases' name form omits one "
+        "image of each track; their %s, the id form, is complete: put it beside it)",
+        name_file,
+        untracked,
+        total,
+        split,
+        id_file.name,
+    )
+
+
 def _read_split(
     root: Path, split: str, folder: Path
 ) -> tuple[list[ImageRecord], dict[str, dict[str, str]]] | None:
@@ -149,6 +189,9 @@ def _read_split(
         track_of = parse_tracks(track_id_file, names, by_index=True)
     elif track_name_file.is_file():
         track_of = parse_tracks(track_name_file, names, by_index=False)
+        _warn_untracked(
+            track_name_file, track_id_file, split, len(names) - len(track_of), len(names)
+        )
 
     records: list[ImageRecord] = []
     extras: dict[str, dict[str, str]] = {}
@@ -172,7 +215,10 @@ def read_aic(root: str | os.PathLike[str], format: str = "aic20") -> ReidDataset
     Split order follows ``name_<stem>.txt`` when present, else the label file, else the sorted
     image folder. Labels come from ``<stem>_label.xml`` when present (train always; query/test
     in AIC21 and our synthetic data, with ``vehicleID`` when ground truth is known); tracks from
-    ``<stem>_track_id.txt`` (1-based indices) or else ``<stem>_track.txt`` (file names).
+    ``<stem>_track_id.txt`` (1-based indices) or else ``<stem>_track.txt`` (file names). The real
+    AIC19/AIC20 ``train_track.txt`` omits one image of each track (its single-image tracks are
+    empty lines), so the id form is preferred; with only the name form, a logging warning (once)
+    says how many images have no track.
     """
     root = Path(root).resolve()
     simulation = format.endswith("-sim")

@@ -14,10 +14,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from vreid.data.files import check_name, is_image_name, read_text
-from vreid.data.attributes import AIC_COLORS, AIC_TYPES
-from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 from vreid.core.errors import DatasetError
+from vreid.data.attributes import AIC_COLORS, AIC_TYPES
+from vreid.data.files import check_name, is_image_name, read_text
+from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 
 DEFAULT_CSV = "labels.csv"
 CSV_COLUMNS = ("split", "image", "camera", "track", "color", "type")

@@ -17,9 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from vreid.core.errors import DatasetError, VreidError
 from vreid.data.files import is_image_name, walk_files
 from vreid.data.records import ImageRecord
-from vreid.core.errors import DatasetError, VreidError
 
 
 @contextlib.contextmanager

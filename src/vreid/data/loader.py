@@ -1,18 +1,19 @@
 """Format detection and the one entry point every stage uses: :func:`load_dataset`."""
 
 from __future__ import annotations
-from vreid.data.folder import read_folder
-from vreid.data.veri import read_veri
-from vreid.data.vehicleid import read_vehicleid
 
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
-from vreid.data.records import ReidDataset
 from vreid.core.errors import DatasetError
+from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
+from vreid.data.folder import read_folder
+from vreid.data.records import ReidDataset
+from vreid.data.vehicleid import read_vehicleid
+from vreid.data.veri import read_veri
+from vreid.data.veriwild import read_veriwild
 
 if TYPE_CHECKING:
     from vreid.core.config import DataConfig
@@ -24,6 +25,7 @@ FORMATS: tuple[str, ...] = (
     "aic21-sim",
     "veri776",
     "vehicleid",
+    "veriwild",
     "folder",
 )
 """Every format :func:`load_dataset` reads (besides ``auto``)."""
@@ -57,6 +59,8 @@ def detect_format(root: str | os.PathLike[str]) -> str:
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root is not a directory")
     has = lambda name: (root / name).exists()  # noqa: E731
+    if (root / "train_test_split").is_dir() and (root / "images").is_dir():
+        return "veriwild"  # VERI-Wild: images/<vid>/<imgid>.jpg (VehicleID's folder is image/)
     if (root / "train_test_split").is_dir() and (root / "image").is_dir():
         return "vehicleid"
     if any(has(m) for m in _VERI_MARKERS):
@@ -89,8 +93,9 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
     """Read the dataset under ``root`` into :class:`ReidDataset` (records per split, file order).
 
     ``format``: ``auto`` (detect) or one of :data:`FORMATS`. Options: ``vehicleid`` takes
-    ``test_size`` (800/1600/2400), ``draw`` (0–9) and ``seed``; ``folder`` takes ``csv`` (a path
-    to a per-image CSV of camera/track/colour/type).
+    ``test_size`` (800/1600/2400), ``draw`` (0–9) and ``seed``; ``veriwild`` takes ``test_size``
+    (3000/5000/10000); ``folder`` takes ``csv`` (a path to a per-image CSV of
+    camera/track/colour/type).
     :func:`load_from_config` passes the config's options of the format read. Bad input raises :class:`DatasetError`
     naming the file (and line) and what is wrong. Images are stat-checked, not opened (see
     :func:`vreid.data.check_images`).
@@ -109,12 +114,11 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
             raise DatasetError(f"format {format} takes no options, got {sorted(options)}")
         return read_aic(root, format)
     if format == "veri776":
-
         return read_veri(root, **options)
     if format == "vehicleid":
-
         return read_vehicleid(root, **options)
-
+    if format == "veriwild":
+        return read_veriwild(root, **options)
     return read_folder(root, **options)
 
 
@@ -125,8 +129,8 @@ def load_from_config(
 ) -> ReidDataset:
     """The one way a stage or command reads a dataset from the config: :func:`load_dataset` on
     ``root`` (default ``data.root``) in ``format`` (default ``data.format``) with the options of
-    ``data`` that the format read takes (VehicleID: ``vehicleid_test_size/_draw/_seed``; folder
-    layout: ``folder_csv``)."""
+    ``data`` that the format read takes (VehicleID: ``vehicleid_test_size/_draw/_seed``;
+    VERI-Wild: ``veriwild_test_size``; folder layout: ``folder_csv``)."""
     root = root if root is not None else data.root
     if root is None:
         raise DatasetError("data.root is not set; pass --set data.root=PATH")
@@ -140,6 +144,8 @@ def load_from_config(
             "draw": data.vehicleid_draw,
             "seed": data.vehicleid_seed,
         }
+    elif fmt == "veriwild":
+        options = {"test_size": data.veriwild_test_size}
     elif fmt == "folder" and data.folder_csv is not None:
         options = {"csv": data.folder_csv}
     return load_dataset(root, fmt, **options)

@@ -16,10 +16,19 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from vreid.data.files import check_unique, list_images, parse_camera, parse_int, read_checked_name_file, read_label_items, read_lines, require_images
-from vreid.data.attributes import VERI_COLORS, VERI_TYPES, veri_to_aic
-from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 from vreid.core.errors import DatasetError
+from vreid.data.attributes import VERI_COLORS, VERI_TYPES, veri_to_aic
+from vreid.data.files import (
+    check_unique,
+    list_images,
+    parse_camera,
+    parse_int,
+    read_checked_name_file,
+    read_label_items,
+    read_lines,
+    require_images,
+)
+from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 
 VERI_IMAGE_DIRS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}
 _STEMS = {"train": "train", "query": "query", "gallery": "test"}

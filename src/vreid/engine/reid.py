@@ -393,7 +393,7 @@ def _train(
     else:
         model = build_from_arch(
             wanted_arch,
-            pretrained=str(config.model.pretrained) if config.model.pretrained else None,
+            pretrained=config.model.pretrained_for(config.model.name),
         )
         if getattr(model, "weights_message", None):
             say(model.weights_message)

@@ -591,7 +591,8 @@ def crop_dataset(
         detector: torchvision detector name (:data:`~vreid.models.detectors.DETECTORS`);
             ``None``: the architecture stored in a ``vreid train-detector`` checkpoint, else
             ``fasterrcnn_mobilenet_v3_large_fpn``.
-        weights: weights file; ``None``: torchvision's COCO weights from its cache.
+        weights: weights file; ``None``: torchvision's COCO weights, from the torch hub cache or
+            downloaded there on first use (an error offline).
         margin: fraction of the box's width/height added on each side before cropping.
         min_score: detections less confident than this are ignored.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda:0`` …

@@ -8,7 +8,7 @@ from vreid.models import attributes as _attributes  # noqa: F401  (registers att
 from vreid.models import baselines as _baselines  # noqa: F401  (registers the baselines)
 from vreid.models import glamor as _glamor  # noqa: F401  (registers glamor, counter_glamor)
 from vreid.models.attention import CBAM, GlobalAttentionModule
-from vreid.models.common import TRUNKS, BNNeckHead, ReidOutput, ReidResNet, cached_imagenet_weights
+from vreid.models.common import TRUNKS, BNNeckHead, ReidOutput, ReidResNet, imagenet_weights
 from vreid.models.glamor import Glamor, mix_channels
 from vreid.models.registry import MODELS, build_model, list_models, register_model
 
@@ -22,7 +22,7 @@ __all__ = [
     "ReidOutput",
     "ReidResNet",
     "build_model",
-    "cached_imagenet_weights",
+    "imagenet_weights",
     "list_models",
     "mix_channels",
     "register_model",

@@ -15,7 +15,6 @@ colour and type heads. Each attribute head is an embedding layer (Linear → BN 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from vreid.data.attributes import COLOR_CLASSES, TYPE_CLASSES
 from vreid.models.common import (
     BNNeckHead,
     EvalFeatures,
+    PretrainedChoice,
     ReidHeadMixin,
     ReidOutput,
     build_trunk,
@@ -83,10 +83,13 @@ class AttributeModel(ReidHeadMixin, nn.Module):
         backbone: torchvision trunk name (paper: ``resnext101_32x8d``; ``resnet18`` for CPU work;
             see :data:`~vreid.models.common.TRUNKS`).
         num_ids: identities of the re-id head (step 1).
-        pretrained: trunk weights as for every model here: ``None`` → scratch; ``"auto"`` →
-            torchvision's ImageNet weights from the torch hub cache when present, else scratch
-            (said in the log and in :attr:`weights_message`); ``"imagenet"`` → those weights or a
-            :class:`~vreid.core.errors.WeightsError`; anything else → a weights file path.
+        pretrained: trunk weights as for every model here
+            (:func:`~vreid.models.common.init_trunk_weights`): ``None`` → random initialisation;
+            ``"imagenet"`` (the paper) → torchvision's ImageNet weights, read from the torch hub
+            cache or downloaded there on first use, a
+            :class:`~vreid.core.errors.WeightsError` naming the cache file and its URL when
+            offline; a URL or a weights file path. Never a silent fall-back to random weights;
+            :attr:`weights_message` says what was loaded.
         last_stride: stride of the trunk's last stage (1 or 2).
         eval_features: ``"neck"`` or ``"pre_neck"``: the re-id features eval mode returns.
         embed_dim: width E of each attribute head's embedding layer.
@@ -97,7 +100,7 @@ class AttributeModel(ReidHeadMixin, nn.Module):
         self,
         backbone: str = "resnext101_32x8d",
         num_ids: int = 1,
-        pretrained: str | os.PathLike[str] | None = None,
+        pretrained: PretrainedChoice = None,
         *,
         last_stride: int = 1,
         eval_features: EvalFeatures = "neck",
@@ -150,7 +153,7 @@ def attributes(
     *,
     backbone: str = "resnext101_32x8d",
     last_stride: int = 1,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: PretrainedChoice = None,
     eval_features: EvalFeatures = "neck",
     embed_dim: int = 512,
     num_colors: int = len(COLOR_CLASSES),

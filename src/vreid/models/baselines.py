@@ -8,10 +8,9 @@ trunk).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from vreid.models.common import TRUNKS, EvalFeatures, ReidResNet
+from vreid.models.common import TRUNKS, EvalFeatures, PretrainedChoice, ReidResNet
 from vreid.models.registry import register_model
 
 
@@ -21,7 +20,7 @@ def _baseline_builder(default_trunk: str) -> Callable[..., ReidResNet]:
         *,
         backbone: str | None = None,
         last_stride: int = 1,
-        pretrained: str | os.PathLike[str] | None = None,
+        pretrained: PretrainedChoice = None,
         eval_features: EvalFeatures = "neck",
     ) -> ReidResNet:
         return ReidResNet(

@@ -1,4 +1,4 @@
-"""What every re-id model here shares: the ResNet trunk, ImageNet weights, and the BN-neck head.
+"""What every re-id model here shares: the ResNet trunk, its weights, and the BN-neck head.
 
 A re-id model is a torchvision ResNet trunk (its ``fc`` removed, last stage stride 1 by default),
 global average pooling to a D-dimensional feature f, a BN neck (batch norm without a learned shift)
@@ -16,9 +16,11 @@ from typing import Any, Literal, NamedTuple
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import WeightsEnum
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from vreid.core.errors import ConfigError, WeightsError
+from vreid.core.weights import fetch_state_dict, read_weights_file
 
 log = logging.getLogger("vreid.models")
 
@@ -93,39 +95,52 @@ def block_out_channels(block: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# ImageNet weights
+# trunk weights
+
+#: ``pretrained`` values meaning random initialisation (the config's ``null``).
+SCRATCH = ("", "none", "null", "scratch")
+#: What ``pretrained: imagenet`` means for a trunk: torchvision's first ImageNet weights
+#: (``<Arch>_Weights.IMAGENET1K_V1``), the classic ones re-id work starts from (the paper's time).
+IMAGENET = "IMAGENET1K_V1"
+
+PretrainedChoice = str | os.PathLike[str] | WeightsEnum | None
+"""What a model's ``pretrained`` option takes (see :func:`init_trunk_weights`)."""
 
 
-def cached_imagenet_weights(name: str) -> Path | None:
-    """The torchvision ImageNet weights file of trunk ``name`` in the torch hub cache, if any.
-
-    Looks in ``torch.hub.get_dir()/checkpoints/`` for the file names torchvision would download
-    (it never downloads anything).
-    """
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
+def imagenet_weights(backbone: str, name: str = IMAGENET) -> WeightsEnum:
+    """torchvision's weights enum member ``name`` (``IMAGENET1K_V1``, ``IMAGENET1K_V2``,
+    ``DEFAULT``; or a full name ``ResNet50_Weights.IMAGENET1K_V2``) for trunk ``backbone``."""
+    enum = torchvision.models.get_model_weights(backbone)
+    member = name.split(".", 1)[1] if "." in name else name
+    if "." in name and name.split(".", 1)[0] != enum.__name__:
+        raise WeightsError(
+            f"pretrained={name}: weights of another architecture; the {backbone} trunk takes "
+            f"{enum.__name__}.<{'|'.join(m.name for m in enum)}>"
+        )
     try:
-        enum = torchvision.models.get_model_weights(name)
-    except ValueError:
+        return enum[member.upper()]
+    except KeyError:
+        raise WeightsError(
+            f"pretrained={name}: torchvision has no such {backbone} weights; choose among "
+            f"{', '.join(m.name for m in enum)} (or imagenet = {IMAGENET})"
+        ) from None
+
+
+def _torchvision_name(value: str, backbone: str) -> str | None:
+    """``value`` if it names torchvision weights of ``backbone`` (``imagenet``, ``IMAGENET1K_V2``,
+    ``DEFAULT``, ``ResNet50_Weights.IMAGENET1K_V2``), else None (a path or URL)."""
+    if value.lower() == "imagenet":
+        return IMAGENET
+    if value.startswith(("http://", "https://")) or "/" in value or os.sep in value:
         return None
-    for weights in enum:
-        candidate = folder / Path(weights.url).name
-        if candidate.is_file():
-            return candidate
+    enum = torchvision.models.get_model_weights(backbone)
+    head, _, tail = value.partition(".")
+    if value.upper() in enum.__members__ or (tail and head.endswith("_Weights")):
+        return value
     return None
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(
-            f"{path}: weights file not found; give an existing file or leave it unset"
-        )
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, a pickle of arbitrary objects, …
-        raise WeightsError(
-            f"{path}: cannot read it as a PyTorch weights file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''})"
-        ) from None
+def _read_state_dict(obj: Any, path: Path | str) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -142,14 +157,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_trunk_weights(trunk: ResNet, path: str | os.PathLike[str], *, backbone: str) -> int:
-    """Load ImageNet weights from ``path`` into ``trunk``; the classifier ``fc.*`` is ignored.
-
-    Returns the number of tensors loaded. Raises :class:`WeightsError` naming the file when it is
-    unreadable or holds weights of another architecture.
-    """
-    path = Path(path)
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
+def load_trunk_state(
+    trunk: ResNet, state: Any, source: str | os.PathLike[str], *, backbone: str
+) -> int:
+    """Load the state dict ``state`` (read from ``source``) into ``trunk``; the classifier ``fc.*``
+    is ignored. Returns the number of tensors loaded; a state dict of another architecture is a
+    :class:`WeightsError` naming ``source`` and the first mismatching key."""
+    state = {k: v for k, v in _read_state_dict(state, source).items() if not k.startswith("fc.")}
     own = trunk.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -167,44 +181,76 @@ def load_trunk_weights(trunk: ResNet, path: str | os.PathLike[str], *, backbone:
                 f"{tuple(own[k].shape)})"
             )
         raise WeightsError(
-            f"{path}: not weights of a {backbone} trunk: " + "; ".join(parts) + "; give the "
-            f"weights file of torchvision's {backbone} or change model.backbone"
+            f"{source}: not weights of a {backbone} trunk: " + "; ".join(parts) + "; give the "
+            f"weights file of torchvision's {backbone} or change the backbone"
         )
     trunk.load_state_dict(state, strict=True)
     return len(state)
 
 
-def init_trunk_weights(
-    trunk: ResNet, backbone: str, pretrained: str | os.PathLike[str] | None
-) -> str:
+def load_trunk_weights(trunk: ResNet, path: str | os.PathLike[str], *, backbone: str) -> int:
+    """Load the weights file ``path`` into ``trunk`` (see :func:`load_trunk_state`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"{path}: weights file not found; pretrained takes null (random initialisation), "
+            "imagenet, a torchvision weights name (IMAGENET1K_V2), a URL or an existing file"
+        )
+    return load_trunk_state(trunk, read_weights_file(path), path, backbone=backbone)
+
+
+_INSTEAD = (
+    "or set the pretrained setting (model.pretrained / attributes.pretrained) to the file's "
+    "path, or to null to train from scratch"
+)
+
+
+def init_trunk_weights(trunk: ResNet, backbone: str, pretrained: PretrainedChoice) -> str:
     """Apply the ``pretrained`` choice to ``trunk`` and return a one-line message saying what was done.
 
-    ``pretrained``: ``None``/``""``/``"none"`` → random initialisation (the paper trains from
-    scratch); ``"imagenet"`` → torchvision's ImageNet weights from the torch hub cache (a
-    :class:`WeightsError` when absent: nothing is downloaded); ``"auto"`` → those weights when
-    cached, otherwise random; anything else → a path to a weights file.
+    ``pretrained``:
+
+    * ``None`` (or ``""``/``"none"``/``"null"``/``"scratch"``) → random initialisation (the paper
+      trains GLAMOR from scratch). The only way to get random weights.
+    * ``"imagenet"`` → torchvision's ImageNet weights ``<Arch>_Weights.IMAGENET1K_V1``; another
+      member by name (``"IMAGENET1K_V2"``, ``"DEFAULT"``, ``"ResNet50_Weights.IMAGENET1K_V2"``)
+      or a ``WeightsEnum`` member. Read from the torch hub cache, downloaded there on first use
+      (progress bar, hash check); offline and absent: a :class:`WeightsError` naming the cache
+      path and the URL (:func:`vreid.core.weights.fetch_state_dict`).
+    * an ``http(s)://`` URL → the same, for any published file.
+    * anything else → the path of a weights file (a state dict, optionally under
+      ``state_dict``/``model``; ``module.``/``trunk.``/``backbone.`` prefixes are removed).
+
+    ``"auto"`` (which used to fall back to random weights when nothing was cached) is refused.
     """
-    choice = None if pretrained is None else str(pretrained)
-    if choice is None or choice.lower() in ("", "none", "scratch", "false"):
+    if isinstance(pretrained, WeightsEnum):
+        state, path = fetch_state_dict(
+            pretrained.url, what=f"torchvision weights {pretrained!r}", instead=_INSTEAD
+        )
+        n = load_trunk_state(trunk, state, path, backbone=backbone)
+        message = f"{backbone} trunk: torchvision weights {pretrained!r} from {path} ({n} tensors)"
+        log.info(message)
+        return message
+    choice = None if pretrained is None else str(pretrained).strip()
+    if choice is None or choice.lower() in SCRATCH:
         message = f"{backbone} trunk: random initialisation (training from scratch)"
-    elif choice.lower() in ("imagenet", "auto", "true"):
-        found = cached_imagenet_weights(backbone)
-        if found is None:
-            folder = Path(torch.hub.get_dir()) / "checkpoints"
-            if choice.lower() == "auto":
-                message = (
-                    f"{backbone} trunk: no ImageNet weights in {folder}; random initialisation "
-                    "(training from scratch)"
-                )
-            else:
-                raise WeightsError(
-                    f"model.pretrained=imagenet: no torchvision {backbone} weights in {folder} "
-                    "(nothing is downloaded); copy the file there, give its path, or leave "
-                    "model.pretrained unset to train from scratch"
-                )
-        else:
-            n = load_trunk_weights(trunk, found, backbone=backbone)
-            message = f"{backbone} trunk: ImageNet weights from {found} ({n} tensors)"
+    elif choice.lower() == "auto":
+        raise ConfigError(
+            "pretrained=auto is no longer accepted (it fell back to random weights when nothing "
+            "was cached): say imagenet (torchvision's weights, downloaded into the torch hub "
+            "cache on first use) or null (random initialisation)"
+        )
+    elif (name := _torchvision_name(choice, backbone)) is not None:
+        weights = imagenet_weights(backbone, name)
+        state, path = fetch_state_dict(
+            weights.url, what=f"ImageNet weights of {backbone} ({weights!r})", instead=_INSTEAD
+        )
+        n = load_trunk_state(trunk, state, path, backbone=backbone)
+        message = f"{backbone} trunk: ImageNet weights {weights!r} from {path} ({n} tensors)"
+    elif choice.startswith(("http://", "https://")):
+        state, path = fetch_state_dict(choice, what=f"{backbone} trunk weights", instead=_INSTEAD)
+        n = load_trunk_state(trunk, state, path, backbone=backbone)
+        message = f"{backbone} trunk: weights from {choice} (cached at {path}, {n} tensors)"
     else:
         n = load_trunk_weights(trunk, choice, backbone=backbone)
         message = f"{backbone} trunk: weights from {choice} ({n} tensors)"
@@ -270,7 +316,9 @@ class ReidResNet(ReidHeadMixin, nn.Module):
         num_classes: identities of the training set (classifier outputs).
         backbone: torchvision trunk name (see :data:`TRUNKS`).
         last_stride: stride of the last stage (1 or 2).
-        pretrained: trunk weights: ``None`` (scratch), ``"imagenet"``, ``"auto"`` or a file path.
+        pretrained: trunk weights (:func:`init_trunk_weights`): ``None`` (scratch),
+            ``"imagenet"`` (downloaded into the torch hub cache on first use), a torchvision
+            weights name or member, a URL or a file path.
         eval_features: ``"neck"`` or ``"pre_neck"``: which features eval mode returns.
     """
 
@@ -280,7 +328,7 @@ class ReidResNet(ReidHeadMixin, nn.Module):
         *,
         backbone: str = "resnet50",
         last_stride: int = 1,
-        pretrained: str | os.PathLike[str] | None = None,
+        pretrained: PretrainedChoice = None,
         eval_features: EvalFeatures = "neck",
     ) -> None:
         super().__init__()

@@ -1,25 +1,24 @@
-"""torchvision detectors built by name, with weights loaded from an explicit place (never downloaded).
+"""torchvision detectors built by name, with their COCO weights the way torchvision users get them.
 
 Every detector is built with ``weights=None, weights_backbone=None`` (random initialisation, no
-network access) and then receives its weights from one of:
+network access by torchvision) and then receives its weights from one of:
 
-* torchvision's COCO file in the torch hub cache,
-  ``torch.hub.get_dir()/checkpoints/<file name of the Weights enum's URL>``; the file's SHA-256 must
-  start with the hash torchvision puts in that name (the check torchvision does after downloading);
+* torchvision's COCO file (the ``Weights`` enum member of :data:`DETECTORS`) in the torch hub
+  cache, ``torch.hub.get_dir()/checkpoints/<file name of its URL>``: read from there (its SHA-256
+  must start with the hash in its name), or downloaded there on first use with a progress bar and
+  torch.hub's hash check (:func:`vreid.core.weights.fetch_state_dict`);
 * ``weights=PATH``: a torchvision COCO file placed anywhere, or a checkpoint written by
   :func:`vreid.engine.detector` (a dict with ``model``, ``arch`` …); both are read with
   ``torch.load(..., weights_only=True)``.
 
-When neither exists, :class:`~vreid.core.errors.WeightsError` says which file to place where, or to train
-one with ``vreid train-detector``.
+Offline (``VREID_OFFLINE=1`` or no network) with no cached file, a one-line
+:class:`~vreid.core.errors.WeightsError` names the cache path and the URL to fetch the file from, or
+says to train one with ``vreid train-detector``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,29 @@ from torch import nn
 from torchvision.models import detection as tvd
 
 from vreid.core.errors import ConfigError, WeightsError
+from vreid.core.weights import (
+    cache_path,
+    fetch_state_dict,
+    file_sha256,
+    read_weights_file,
+    verify_file_hash,
+)
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "COCO_VEHICLE_CLASSES",
+    "DETECTORS",
+    "VEHICLE_CATEGORIES",
+    "DetectorSpec",
+    "LoadedDetector",
+    "build_detector",
+    "check_torchvision_file",
+    "coco_cache_path",
+    "detector_names",
+    "detector_spec",
+    "file_sha256",
+    "load_detector",
+]
 
 #: COCO category names of torchvision's detection weights that count as a vehicle (paper: car, bus,
 #: truck — the classes Detectron2's Mask R-CNN gives to vehicles on AIC frames).
@@ -121,27 +143,7 @@ def build_detector(name: str, num_classes: int = 91, **options: Any) -> nn.Modul
 
 def coco_cache_path(name: str) -> Path:
     """Where torchvision keeps the COCO weights of detector ``name`` (whether or not it is there)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / detector_spec(name).coco_file_name
-
-
-_HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.pth?$")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, hex. Remembered per (file, size, modification time): the
-    pipeline's freshness check, its crop folder and each cropped set all fingerprint the same
-    weights file, which for the larger COCO detectors is 100-200 MB."""
-    st = Path(path).stat()
-    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return cache_path(detector_spec(name).coco_weights.url)
 
 
 def check_torchvision_file(path: Path, expected_name: str | None = None) -> None:
@@ -154,16 +156,7 @@ def check_torchvision_file(path: Path, expected_name: str | None = None) -> None
         raise WeightsError(
             f"{path}: expected torchvision's file {expected_name} for this detector, got {path.name}"
         )
-    match = _HASH_IN_NAME.search(path.name)
-    if match is None:
-        return
-    prefix = match.group(1)
-    actual = file_sha256(path)
-    if not actual.startswith(prefix):
-        raise WeightsError(
-            f"{path}: SHA-256 {actual[:12]}… does not start with {prefix} as its name says; the file "
-            "is corrupt or not torchvision's. Download it again and replace it."
-        )
+    verify_file_hash(path)
 
 
 @dataclass
@@ -206,26 +199,23 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path,
 
 
 def _read_weights_file(path: Path) -> Any:
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt zip, pickle with disallowed globals, …
+        return read_weights_file(path)
+    except WeightsError as err:
+        if not path.is_file():
+            raise
         raise WeightsError(
-            f"{path}: cannot read weights ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "pass a torchvision detection weights file or a `vreid train-detector` checkpoint"
+            f"{err}; pass a torchvision detection weights file or a `vreid train-detector` "
+            "checkpoint"
         ) from None
 
 
-def _missing_weights_message(name: str) -> str:
-    spec = detector_spec(name)
+def _instead(name: str) -> str:
     return (
-        f"no weights for detector {name!r}: this machine has no torchvision COCO weights and vreid "
-        f"never downloads. Either place torchvision's file {spec.coco_file_name} "
-        f"(from {spec.coco_weights.url}) at {coco_cache_path(name)}, or pass --weights PATH to a "
-        "copy of it, or train a detector on data with true boxes: "
-        "`vreid train-detector DATA_ROOT --out detector.pt` and pass --weights detector.pt "
-        "(in `vreid pipeline`: --set crop.weights=PATH)"
+        "or pass --weights PATH to a copy of it (in `vreid pipeline`: --set crop.weights=PATH), "
+        "or train a detector on data with true boxes: "
+        f"`vreid train-detector DATA_ROOT --out detector.pt --detector {name}` and pass "
+        "--weights detector.pt"
     )
 
 
@@ -239,7 +229,9 @@ def load_detector(
     *,
     device: str | torch.device = "cpu",
 ) -> LoadedDetector:
-    """Build a detector and load its weights (see the module docstring for where they come from).
+    """Build a detector and load its weights (see the module docstring for where they come from:
+    ``weights=None`` reads torchvision's COCO file from the torch hub cache, downloading it there
+    on first use).
 
     ``name=None`` takes the architecture stored in a ``vreid train-detector`` checkpoint, or
     ``fasterrcnn_mobilenet_v3_large_fpn`` otherwise. A checkpoint made for another architecture
@@ -250,11 +242,11 @@ def load_detector(
     if weights is None:
         name = name or "fasterrcnn_mobilenet_v3_large_fpn"
         spec = detector_spec(name)
-        path = coco_cache_path(name)
-        if not path.is_file():
-            raise WeightsError(_missing_weights_message(name))
-        check_torchvision_file(path, spec.coco_file_name)
-        state = _read_weights_file(path)
+        state, path = fetch_state_dict(
+            spec.coco_weights.url,
+            what=f"COCO weights of detector {name} ({spec.coco_weights!r})",
+            instead=_instead(name),
+        )
         return _from_coco_state(name, state, path, device, source=f"torchvision COCO cache {path}")
 
     path = Path(weights)

@@ -1,4 +1,5 @@
-"""GLAMOR and Counter GLAMOR (Suprem et al.; Huynh et al. AIC20, eq. 1 and eq. 2).
+"""GLAMOR and Counter GLAMOR (Suprem & Pu, arXiv:2002.02256; Truong et al., AIC20,
+arXiv:2007.01818, eq. 1 and eq. 2).
 
 A ResNet trunk (standard stem, last stride 1) with
 
@@ -13,12 +14,10 @@ A ResNet trunk (standard stem, last stride 1) with
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from vreid.models.attention import CBAM, GlobalAttentionModule
-from vreid.models.common import EvalFeatures, ReidResNet, block_out_channels
+from vreid.models.common import EvalFeatures, PretrainedChoice, ReidResNet, block_out_channels
 from vreid.models.registry import register_model
 
 
@@ -55,7 +54,8 @@ class Glamor(ReidResNet):
         backbone: torchvision ResNet trunk; resnet50 in the paper, resnet18/34 for CPU work (the
             attention modules adapt to its channel counts).
         last_stride: stride of the last stage.
-        pretrained: trunk weights (``None`` = from scratch, as the paper).
+        pretrained: trunk weights (``None`` = from scratch, as the paper; see
+            :func:`~vreid.models.common.init_trunk_weights` for the others).
         eval_features: ``"neck"`` or ``"pre_neck"``.
         cbam_reduction: reduction ratio of CBAM's channel MLP (official: 16).
     """
@@ -67,7 +67,7 @@ class Glamor(ReidResNet):
         counter: bool = False,
         backbone: str = "resnet50",
         last_stride: int = 1,
-        pretrained: str | os.PathLike[str] | None = None,
+        pretrained: PretrainedChoice = None,
         eval_features: EvalFeatures = "neck",
         cbam_reduction: int = 16,
     ) -> None:
@@ -106,7 +106,7 @@ def glamor(
     *,
     backbone: str = "resnet50",
     last_stride: int = 1,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: PretrainedChoice = None,
     eval_features: EvalFeatures = "neck",
     cbam_reduction: int = 16,
 ) -> Glamor:
@@ -128,7 +128,7 @@ def counter_glamor(
     *,
     backbone: str = "resnet50",
     last_stride: int = 1,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: PretrainedChoice = None,
     eval_features: EvalFeatures = "neck",
     cbam_reduction: int = 16,
 ) -> Glamor:
