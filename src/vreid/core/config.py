@@ -372,6 +372,32 @@ class RetrievalConfig(Section):
     and of the CMC curve in the metrics (AIC: 100)."""
 
 
+class TuneConfig(Section):
+    """Post-processing tuned on validation identities (``vreid tune``, the pipeline's ``tune``
+    stage): each retrieval setting below takes the grid value that scores best on identities held
+    out of the training split (``train.val_fraction``), never on the test split."""
+
+    enabled: bool = False
+    """Run the ``tune`` stage and use its chosen values in the retrieval chain (needs
+    ``train.val_fraction > 0``)."""
+    metric: Literal["mAP", "mINP"] = "mAP"
+    """What the search maximises on the validation identities."""
+    protocol: Literal["veri", "all"] = "veri"
+    """Validation protocol (``veri``: a query's same-camera images are not counted)."""
+    gamma_type: list[Annotated[float, Field(ge=0)]] = [0.0, 0.1, 0.2, 0.4]
+    """Values of ``retrieval.gamma_type`` tried."""
+    gamma_colour: list[Annotated[float, Field(ge=0)]] = [0.0, 0.05, 0.1, 0.2]
+    """Values of ``retrieval.gamma_colour`` tried."""
+    k1: list[Annotated[int, Field(ge=1)]] = [10, 20, 30]
+    """Values of ``retrieval.k1`` tried."""
+    k2: list[Annotated[int, Field(ge=1)]] = [3, 6, 10]
+    """Values of ``retrieval.k2`` tried."""
+    lambda_value: list[Annotated[float, Field(ge=0, le=1)]] = [0.1, 0.3, 0.5]
+    """Values of ``retrieval.lambda_value`` tried."""
+    ensemble_weights: list[list[Annotated[float, Field(ge=0)]]] = [[1, 1], [2, 1], [1, 2]]
+    """Values of ``retrieval.ensemble_weights`` tried (those with one weight per member)."""
+
+
 # --------------------------------------------------------------------------------------------
 # report (issue 8)
 class ReportConfig(Section):
@@ -434,6 +460,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     attributes: AttributeConfig = AttributeConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    tune: TuneConfig = TuneConfig()
     report: ReportConfig = ReportConfig()
     pipeline: PipelineConfig = PipelineConfig()
 

@@ -834,6 +834,25 @@ def demo_cmd(
     _print_results(result["metrics"], run_dir)
 
 
+@app.command("tune")
+def tune_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory of `vreid pipeline`.")],
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Tune γ_type, γ_colour, k1, k2, λ and the ensemble weights on validation identities (held
+    out of training: train.val_fraction), then re-run the retrieval with the chosen values.
+
+    Runs RUN_DIR's pipeline again with tune.enabled=true (grids: the tune config section; --set
+    tune.k1=[10,20] …); finished stages are reused. The test split is never used to choose.
+    """
+    from vreid.workflows.pipeline import run_pipeline
+
+    cfg = _config(str(run_dir / "config.yaml"), [*(set_ or []), "tune.enabled=true"])
+    result = run_pipeline(cfg, run_dir, progress=not quiet)
+    _print_results(result["metrics"], run_dir)
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory of `vreid pipeline`.")],

@@ -36,12 +36,17 @@ from vreid.core.artefacts import (
     write_json_atomic,
     write_npy_atomic,
 )
-from vreid.core.config import Config
+from vreid.core.config import Config, RetrievalConfig
 from vreid.core.errors import ConfigError, DatasetError, VreidError
 from vreid.data import ReidDataset, load_from_config
+from vreid.data.image_datasets import holdout_query_gallery
 from vreid.engine.attributes import train_attributes
 from vreid.engine.reid import train
-from vreid.inference.attributes import extract_attribute_features
+from vreid.inference.attributes import (
+    ATTRIBUTE_CHECKPOINT,
+    attribute_features,
+    extract_attribute_features,
+)
 from vreid.inference.crop import crop_dataset
 from vreid.inference.extract import Extractor, extract_split
 from vreid.inference.features import save_features
@@ -67,6 +72,7 @@ from vreid.workflows.pipeline.engine import (
     run_stages,
 )
 from vreid.workflows.report import build_report
+from vreid.workflows.tune import apply_tuned, tune_retrieval
 
 # metrics.json rows of the floors (the models use their names; the chain's rows:
 # vreid.retrieval.chain).
@@ -494,6 +500,81 @@ def _metadata_enabled(ctx: PipelineContext) -> bool:
     return ctx.config.pipeline.attributes and (r.gamma_type > 0 or r.gamma_colour > 0)
 
 
+def retrieval_settings(ctx: PipelineContext) -> RetrievalConfig:
+    """``retrieval`` as the chain runs it: with the ``tune`` stage's chosen values when
+    ``tune.enabled``."""
+    if not ctx.config.tune.enabled:
+        return ctx.config.retrieval
+    return apply_tuned(ctx.config.retrieval, read_json(ctx.path("tune", "tune.json"))["chosen"])
+
+
+def stage_tune(ctx: PipelineContext) -> list[Path]:
+    """``tune/tune.json``: the retrieval settings chosen on the identities held out of the real
+    training split (``val_ids.txt`` of the fine-tuning run), with the validation curve. Reads the
+    training split only: the query/gallery (test) split is never used here."""
+    cfg = ctx.config
+    members = ctx.ensemble_models()
+    run = final_checkpoint(ctx, members[0]).parents[1]
+    ids_file = run / "val_ids.txt"
+    if not ids_file.is_file():
+        raise VreidError(f"{ids_file}: no validation identities; tune needs train.val_fraction > 0")
+    held = {int(x) for x in ids_file.read_text(encoding="utf-8").split()}
+    train = ctx.dataset().splits["train"]
+    query, gallery = holdout_query_gallery([r for r in train if r.vehicle_id in held])
+    truth = ground_truth(query, gallery)
+    if truth is None or not query or not gallery:
+        raise VreidError(f"{ids_file}: the held-out identities give no validation query/gallery")
+    device = cfg.runtime.device
+    features = {}
+    for m in members:
+        extractor = Extractor(
+            final_checkpoint(ctx, m),
+            device=device,
+            batch_size=cfg.train.batch_size_eval,
+            flip=cfg.train.eval_flip,
+            num_workers=cfg.train.num_workers,
+            progress=ctx.progress,
+        )
+        features[m] = tuple(extractor([r.path for r in recs]).numpy() for recs in (query, gallery))
+    attributes = None
+    if cfg.pipeline.attributes:
+        ckpt = ctx.path("attributes", "model", ATTRIBUTE_CHECKPOINT)
+        q_attr, g_attr = (
+            attribute_features(
+                ckpt,
+                recs,
+                device=device,
+                batch_size=cfg.train.batch_size_eval,
+                num_workers=cfg.train.num_workers,
+                progress=ctx.progress,
+            )
+            for recs in (query, gallery)
+        )
+        attributes = {head: (q_attr[head], g_attr[head]) for head in ("type", "color")}
+    console.print(
+        f"tuning on {len(held)} validation identities ({len(query)} queries, "
+        f"{len(gallery)} gallery images)"
+    )
+    result = tune_retrieval(
+        cfg.retrieval,
+        cfg.tune,
+        features,
+        truth,
+        attributes=attributes,
+        gallery_tracks=[r.track for r in gallery],
+        device=device,
+    )
+    console.print(
+        f"tuned: {result.chosen} ({result.metric} {result.default_score:.3f} → "
+        f"{result.best_score:.3f} on validation identities)"
+    )
+    info = {
+        **result.to_dict(),
+        "validation": {"ids": len(held), "queries": len(query), "gallery": len(gallery)},
+    }
+    return [write_json_atomic(ctx.path("tune", "tune.json"), info)]
+
+
 def stage_distances(ctx: PipelineContext) -> list[Path]:
     """``distances/<row>.npy`` for every row of the table: the floors and the trained models
     outside the ensemble (each its plain distance), then every row of the retrieval chain on the
@@ -515,8 +596,9 @@ def stage_distances(ctx: PipelineContext) -> list[Path]:
         attributes = load_attributes(
             ctx.path("attributes", "features"), cfg.retrieval, qnames, gnames
         )
+    settings = retrieval_settings(ctx)
     chain = RetrievalChain(
-        cfg.retrieval,
+        settings,
         {m: load_pair(ctx.path("features", m), qnames, gnames) for m in members},
         attributes=attributes,
         gallery_tracks=[r.track for r in ctx.dataset().splits["gallery"]],
@@ -530,7 +612,13 @@ def stage_distances(ctx: PipelineContext) -> list[Path]:
     for p in ctx.path("distances").glob("*.npy"):  # rows of an earlier configuration
         if p.stem not in rows:
             p.unlink()
-    info = {"rows": rows, "final": chain.final, "steps": chain.steps}
+    info = {
+        "rows": rows,
+        "final": chain.final,
+        "steps": chain.steps,
+        "tuned": cfg.tune.enabled,
+        "retrieval": settings.model_dump(mode="json"),
+    }
     outputs.append(write_json_atomic(ctx.path("distances", "rows.json"), info))
     return outputs
 
@@ -580,6 +668,11 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
             f"(now val_fraction={config.train.val_fraction}, eval_every={config.train.eval_every})"
         )
     ensemble_members(config)
+    if config.tune.enabled and config.train.val_fraction == 0:
+        raise ConfigError(
+            "tune.enabled needs train.val_fraction > 0: the settings are tuned on training "
+            "identities held out of training, never on the test split"
+        )
     stages: list[Stage[PipelineContext]] = [
         Stage(
             "data",
@@ -613,6 +706,25 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
     for m in dict.fromkeys(pc.models):
         stages.append(Stage(f"train-{m}", partial(train_model, model=m), train_keys, ["data"]))
     train_names = [s.name for s in stages if s.name.startswith("train-")]
+    tune = ["tune"] if config.tune.enabled else []
+    if config.tune.enabled:
+        stages.append(
+            Stage(
+                "tune",
+                stage_tune,
+                (
+                    "tune",
+                    "retrieval",
+                    "pipeline.ensemble",
+                    "pipeline.attributes",
+                    "pipeline.checkpoint",
+                    "train.eval_flip",
+                    "train.batch_size_eval",
+                    "train.num_workers",
+                ),
+                ["data", *train_names, *attr],
+            )
+        )
     stages += [
         Stage(
             "extract",
@@ -640,8 +752,9 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
                 "pipeline.attributes",
                 "pipeline.untrained_baseline",
                 "pipeline.colour_histogram_baseline",
+                "tune.enabled",
             ),
-            ["data", "extract", *attr],
+            ["data", "extract", *attr, *tune],
         ),
         Stage("metrics", stage_metrics, ("retrieval",), ["data", "distances"]),
         Stage("submission", stage_submission, ("retrieval",), ["distances"]),
@@ -649,7 +762,7 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
             "report",
             stage_report,
             ("report",),
-            ["data", "distances", "metrics", *attr, *train_names],
+            ["data", "distances", "metrics", *attr, *tune, *train_names],
         ),
     ]
     return stages

@@ -379,6 +379,34 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _tune_section(run_dir: Path) -> _Section | None:
+    """The retrieval settings tuned on validation identities, and the validation curve."""
+    f = run_dir / "tune" / "tune.json"
+    if not f.is_file():
+        return None
+    data = _read_json(f)
+    chosen = data.get("chosen", {})
+    val = data.get("validation", {})
+    metric = str(data.get("metric", "mAP"))
+    body = (
+        f"<p>Chosen on {_esc(val.get('ids', '?'))} training identities held out of training "
+        f"({_esc(val.get('queries', '?'))} queries, {_esc(val.get('gallery', '?'))} gallery "
+        f"images; the test split is never used): validation {_esc(metric)} "
+        f"{_pct(data.get('default_score'))} with the config's values → "
+        f"{_pct(data.get('best_score'))} with these.</p>"
+    )
+    body += _table(["Setting", "Chosen"], [[k, _esc(v)] for k, v in chosen.items()])
+    rows = [
+        [str(c.get("setting")), _esc(c.get("value")), _pct(c.get("score"))]
+        for c in data.get("curve", [])
+    ]
+    if rows:
+        body += "<h3>Validation curve</h3>" + _table(
+            ["Setting", "Value", f"Validation {metric}"], rows, numeric_from=2
+        )
+    return _Section("Post-processing tuned on validation identities", body)
+
+
 def _history_section(run_dir: Path) -> _Section | None:
     """Every configuration this run directory has finished (``results/<key>/``), side by side:
     the settings where they differ from this run's, and their final row."""
@@ -505,6 +533,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
         _attribute_section(run_dir, out),
         _stats_section(run_dir),
         _crop_section(run_dir),
+        _tune_section(run_dir),
         _history_section(run_dir),
         _run_section(run_dir),
     ]
