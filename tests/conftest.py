@@ -39,7 +39,7 @@ SMALL_TRAINING = (
     "train.num_workers=0",
     "train.eval_every=0",
     "train.max_iters_per_epoch=2",
-    "train.device=cpu",
+    "runtime.device=cpu",
     "train.epochs=1",
 )
 

@@ -34,7 +34,7 @@ TINY = [
     "train.k=2",
     "train.max_iters_per_epoch=2",
     "train.num_workers=0",
-    "train.device=cpu",
+    "runtime.device=cpu",
 ]
 
 
