@@ -311,9 +311,15 @@ def train_detector_command(
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue the killed or stopped training of --out (same options)."),
+    ] = False,
+    amp: Annotated[str, typer.Option(help="Mixed precision: off, bf16, fp16 (CUDA).")] = "off",
 ) -> None:
     """Train a vehicle detector on true boxes (offline substitute for COCO weights); use the result
-    with `vreid crop --weights FILE`."""
+    with `vreid crop --weights FILE`. After every epoch OUT-training/ (beside OUT) keeps what
+    --resume continues from."""
     from vreid.engine.detector import train_detector
 
     result = train_detector(
@@ -332,6 +338,8 @@ def train_detector_command(
         seed=seed,
         overwrite=overwrite,
         progress=sys.stderr.isatty(),
+        resume=resume,
+        amp=amp,
     )
     iou = "n/a" if result.held_out_iou is None else f"{result.held_out_iou:.3f}"
     epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
@@ -369,9 +377,8 @@ def train_cmd(
     result = train(cfg, out, resume=resume, init_from=init_from, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         best = f", best mAP {100 * result.best_map:.2f}%" if result.best_map is not None else ""
-        typer.echo(
-            f"trained {result.epochs} epochs{best}; checkpoints in {result.out_dir / 'checkpoints'}"
-        )
+        epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
+        typer.echo(f"trained {epochs}{best}; checkpoints in {result.out_dir / 'checkpoints'}")
 
 
 @app.command("extract")
@@ -539,6 +546,9 @@ def train_attributes_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the killed run in --out.")
+    ] = False,
 ) -> None:
     """Train the colour/type attribute model (re-id step, then softmax fine-tuning of both heads)
     on attributes.data_root (or data.sim_root); report held-out colour and type accuracy."""
@@ -546,7 +556,7 @@ def train_attributes_cmd(
     from vreid.engine.attributes import train_attributes
 
     cfg = load_config(config, set_ or [])
-    result = train_attributes(cfg, out, progress=not quiet)
+    result = train_attributes(cfg, out, progress=not quiet, resume=resume)
     metrics = result.metrics or {}
     reid = (metrics.get("reid") or {}).get("held_out_reid") or {}
     if "mAP" in reid:

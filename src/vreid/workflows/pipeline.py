@@ -443,16 +443,16 @@ def final_checkpoint(ctx: RunContext, model: str) -> Path:
 
 
 def _untrained_checkpoint(ctx: RunContext) -> Path:
-    """A checkpoint of the first ensemble model with random weights (seed ``train.seed``)."""
-    import torch
-
+    """A checkpoint of the first ensemble model with random weights (seed ``train.seed``): the
+    weights training starts from (seeded the same way, by the trainer's one seeding helper)."""
+    from vreid.engine.trainer import seed_rng
     from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
 
     cfg = ctx.config.model_copy(deep=True)
     cfg.model.name = ctx.ensemble_models()[0]
     n_ids = len({r.vehicle_id for r in ctx.dataset().splits["train"]})
     arch = arch_from_config(cfg.model, n_ids)
-    torch.manual_seed(cfg.train.seed)
+    seed_rng(cfg.train.seed)
     model = build_from_arch(arch)
     return save_checkpoint(
         ctx.path("models", UNTRAINED, "untrained.pt"),
