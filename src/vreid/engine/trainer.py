@@ -440,10 +440,6 @@ class Trainer:
         self._stop = True
 
     @property
-    def stopping(self) -> bool:
-        return self._stop
-
-    @property
     def is_last_epoch(self) -> bool:
         """True in the last epoch of this call (the planned last one, or a stopped one)."""
         return self._stop or self.epoch + 1 >= self.epochs
