@@ -141,6 +141,8 @@ class DetectorConfig(Section):
     """Detector input size (shorter side) for training and later cropping; ``None``: torchvision's."""
     seed: int = 0
     """Seed of initialisation and sampling."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,3 +33,8 @@ class SubmissionError(VreidError):
 
 class WeightsError(VreidError):
     """Pre-trained weights were asked for but cannot be found or do not match."""
+
+
+class NonFiniteLossError(VreidError):
+    """A training loss became NaN or infinite (the message names the epoch, the iteration and
+    the setting to change); nothing of that epoch is saved."""

@@ -1,26 +1,28 @@
-"""Training and feature extraction of the attribute model (paper sections 3.2.2 and 4).
+"""Training of the attribute model (paper sections 3.2.2 and 4).
 
 :func:`train_attributes` runs the paper's two steps on a dataset with colour/type labels (AIC
 simulation XML, VeRi-776 label files, our synthetic data):
 
 1. **re-id** — the attribute model's backbone and re-id head learn identities with triplet +
-   softmax through the team's training loop (:func:`vreid.engine.reid.train`);
+   softmax through the re-id training (:func:`vreid.engine.reid.train`), in ``OUT/reid/``;
 2. **attributes** — softmax-only fine-tuning of the colour and type heads (paper: lr 0.002, × 0.5
    every 20 epochs), with the clustered classes of :mod:`vreid.data.attributes` (images of an
-   excluded colour are left out of the colour loss).
+   excluded colour are left out of the colour loss): :func:`finetune_heads`, the shared
+   :class:`~vreid.engine.trainer.Trainer` with the :class:`AttributeStep`, in ``OUT/heads/``
+   (``checkpoints/last.pt``, ``history.json``, ``tensorboard/``).
 
 A seeded fraction of the labelled *identities* is held out of both steps; the per-class accuracy
 and confusion matrices on them are written as ``attribute_metrics.json`` and
-``confusion_{color,type}.png``.
-
-:func:`extract_attribute_features` writes, per head, the penultimate features (the metadata
-re-ranking uses Euclidean distances between them) and the predicted class probabilities.
+``confusion_{color,type}.png``. A killed run continues with ``resume=True`` from the last epoch
+either step saved, and ends with the weights of an uninterrupted run. Extraction of the heads'
+features is :func:`vreid.inference.attributes.extract_attribute_features`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +36,22 @@ from torch.utils.data import DataLoader
 
 from vreid.core.artefacts import new_run_dir, write_json_atomic, write_text_atomic
 from vreid.core.config import Config, save_config
-from vreid.core.devices import resolve_device
-from vreid.core.errors import ConfigError, DatasetError
+from vreid.core.errors import CheckpointError, ConfigError, DatasetError
 from vreid.core.figures import plot_confusion
 from vreid.data import ImageRecord, load_from_config
 from vreid.data.attributes import ATTRIBUTE_CLASSES, IGNORE_INDEX, attribute_targets
 from vreid.data.image_datasets import holdout_query_gallery, split_holdout
+from vreid.engine.trainer import (
+    EvalHook,
+    GeneratorState,
+    HookBase,
+    Trainer,
+    TrainStep,
+    run_dir_hooks,
+    seed_rng,
+    seeded_generator,
+    training_device,
+)
 from vreid.inference.attributes import (
     ATTRIBUTE_CHECKPOINT,
     attribute_arch,
@@ -47,10 +59,9 @@ from vreid.inference.attributes import (
     predict_attributes,
 )
 from vreid.models.attributes import AttributeModel
+from vreid.models.checkpoint import check_arch, load_checkpoint
 
 log = logging.getLogger("vreid.engine")
-
-HEADS: tuple[str, ...] = ("color", "type")
 
 
 @dataclass
@@ -68,13 +79,6 @@ class AttributeTrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# data
-
-
-"""``attributes.augment=light``: keep the enlarge-and-crop and the flip, drop colour changes and erasing."""
-
-
-# ---------------------------------------------------------------------------------------------
 # step 2: softmax-only fine-tuning of the colour and type heads
 
 
@@ -86,6 +90,47 @@ def _head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[kept], target[kept])
 
 
+class AttributeStep(TrainStep):
+    """The attribute step: softmax on the colour and type heads.
+
+    Loader batches are ``(images (B, 3, H, W) float32, labels, indices (B,) int64)`` of a
+    ``ReidImageDataset``; each head's targets are ``targets[head][indices]`` (class indices,
+    :data:`IGNORE_INDEX` where an image does not count for that head). Loss: the sum of the two
+    heads' cross-entropies (float32); parts ``color``, ``type``.
+    """
+
+    name = "attribute heads"
+    advice = "lower attributes.lr or switch train.amp off"
+    epochs_key = "attributes.epochs"
+
+    def __init__(self, targets: dict[str, torch.Tensor], *, finetune_backbone: bool) -> None:
+        self.targets = targets
+        self.finetune_backbone = finetune_backbone
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if not self.finetune_backbone:
+            model.trunk.eval()  # frozen: keep its BatchNorm statistics
+
+    def move(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
+        images, _, index = batch
+        return (
+            images.to(device, non_blocking=True),
+            self.targets["color"][index].to(device),
+            self.targets["type"][index].to(device),
+        )
+
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> Any:
+        return model.attributes(batch[0])
+
+    def loss(
+        self, output: Any, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        lc = _head_loss(output.color_logits.float(), batch[1])
+        lt = _head_loss(output.type_logits.float(), batch[2])
+        return lc + lt, {"color": lc, "type": lt}
+
+
 def finetune_heads(
     model: AttributeModel,
     records: Sequence[ImageRecord],
@@ -93,20 +138,32 @@ def finetune_heads(
     config: Config,
     *,
     progress: bool = True,
-) -> list[dict[str, float]]:
+    run_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    hooks: Sequence[HookBase] = (),
+) -> list[dict[str, Any]]:
     """Step 2: train the colour and type heads with softmax alone (in place).
 
     ``targets``: ``{"color": (N,), "type": (N,)}`` class indices, :data:`IGNORE_INDEX` where an
     image is left out of that head's loss (images with neither label are skipped). Keys used:
     ``attributes.{epochs, lr, step_size, gamma, optimizer, weight_decay, batch_size,
-    finetune_backbone, image_size}``, ``train.{device, num_workers}``. Returns one
-    ``{"loss", "color", "type", "lr"}`` mean per epoch.
+    finetune_backbone, image_size, augment, seed}``, ``train.{num_workers, amp}``,
+    ``runtime.device``. Torch's RNG is seeded with ``attributes.seed`` as training starts.
+
+    ``run_dir``: where the trainer keeps ``checkpoints/last.pt``, ``history.json`` and
+    ``tensorboard/`` (None: nothing is written). ``resume``: continue from
+    ``run_dir/checkpoints/last.pt`` when there is one. ``hooks``: more trainer hooks (e.g. an
+    :class:`~vreid.engine.trainer.EvalHook`). Returns one record per epoch: ``epoch``, ``loss``,
+    ``color``, ``type`` (mean losses), ``lr``, ``images_per_s``, ``iterations`` and what hooks
+    added.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
     """
-    from vreid.core.progress import progress_bar
     from vreid.data.image_datasets import ReidImageDataset
 
     cfg = config.attributes
-    dev = resolve_device(config.runtime.device, setting="runtime.device")
+    dev = training_device(config.runtime.device)  # fixed input size: cuDNN autotunes
     model.to(dev)
     keep = np.flatnonzero((targets["color"] != IGNORE_INDEX) | (targets["type"] != IGNORE_INDEX))
     if len(keep) < 2:
@@ -123,7 +180,7 @@ def finetune_heads(
         batch_size=min(cfg.batch_size, len(recs)),
         shuffle=True,
         drop_last=True,  # BatchNorm needs more than one sample per batch
-        generator=torch.Generator().manual_seed(cfg.seed),
+        generator=seeded_generator(cfg.seed),
         num_workers=config.train.num_workers,
         pin_memory=dev.type == "cuda",
     )
@@ -142,53 +199,42 @@ def finetune_heads(
     else:
         opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    history: list[dict[str, float]] = []
+    arch = attribute_arch(model)
+    trainer = Trainer(
+        AttributeStep(target_t, finetune_backbone=cfg.finetune_backbone),
+        model,
+        opt,
+        sched,
+        loader,
+        epochs=cfg.epochs,
+        device=dev,
+        amp=config.train.amp,
+        seed=cfg.seed,
+        # the loader's shuffling generator: each epoch's order continues from it
+        state={"loader_generator": GeneratorState(loader.generator)},
+        meta={
+            "arch": arch,
+            "config": reid_step_config(config).model_dump(mode="json"),
+            "stage": "attribute-heads",
+        },
+        hooks=[*(run_dir_hooks(run_dir) if run_dir is not None else []), *hooks],
+        progress=progress,
+    )
+    if resume:
+        if run_dir is None:
+            raise ConfigError("finetune_heads: resume=True needs the run_dir to resume from")
+        last = Path(run_dir) / "checkpoints" / "last.pt"
+        if last.is_file():
+            state = load_checkpoint(last)
+            check_arch(state["arch"], arch, last)
+            trainer.load_state_dict(state, last)
     try:
-        with progress_bar(disable=not progress) as bar:
-            task = bar.add_task(
-                "attribute heads", total=cfg.epochs * len(loader), info="colour+type softmax"
-            )
-            for epoch in range(cfg.epochs):
-                model.train()
-                if not cfg.finetune_backbone:
-                    model.trunk.eval()  # frozen: keep its BatchNorm statistics
-                lr = opt.param_groups[0]["lr"]
-                sums = torch.zeros(3, dtype=torch.float64)
-                for images, _, index in loader:
-                    out = model.attributes(images.to(dev, non_blocking=True))
-                    lc = _head_loss(out.color_logits, target_t["color"][index].to(dev))
-                    lt = _head_loss(out.type_logits, target_t["type"][index].to(dev))
-                    loss = lc + lt
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sums += torch.tensor([loss.item(), lc.item(), lt.item()], dtype=torch.float64)
-                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs}")
-                sched.step()
-                n = max(len(loader), 1)
-                rec = {
-                    "epoch": epoch + 1,
-                    "loss": sums[0].item() / n,
-                    "color": sums[1].item() / n,
-                    "type": sums[2].item() / n,
-                    "lr": lr,
-                }
-                history.append(rec)
-                log.info(
-                    "attribute heads epoch %d/%d: loss %.4f (colour %.4f, type %.4f), lr %.2e",
-                    epoch + 1,
-                    cfg.epochs,
-                    rec["loss"],
-                    rec["color"],
-                    rec["type"],
-                    lr,
-                )
+        return trainer.train()
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
         model.head.neck.bias.requires_grad_(False)
         model.eval()
-    return history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,10 +278,6 @@ def classification_report(
         "support": {name: int(support[i]) for i, name in enumerate(classes)},
         "confusion": confusion.tolist(),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# checkpoints
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,15 +345,17 @@ def _train_reid_step(
     out_dir: Path,
     *,
     progress: bool,
+    resume: bool = False,
 ) -> tuple[AttributeModel, dict[str, Any]]:
     """Step 1: re-id training of the attribute model with :func:`vreid.engine.reid.train`.
 
     The held-out identities form the loop's query/gallery (its mAP is reported in ``reid/``).
+    ``resume``: continue ``out_dir``'s run from its ``last.pt`` (start it again when it has none).
     Returns the model (attribute heads at their initialisation) and a summary.
     """
     from vreid.data import ReidDataset
     from vreid.engine.reid import train
-    from vreid.models.checkpoint import load_checkpoint, load_state_dict_checked
+    from vreid.models.checkpoint import load_state_dict_checked
 
     query, gallery = holdout_query_gallery(held_recs)
     splits = {"train": list(train_recs)}
@@ -319,7 +363,11 @@ def _train_reid_step(
         splits.update(query=query, gallery=gallery)
     dataset = ReidDataset(root=root, format=fmt, splits=splits)
     step_cfg = reid_step_config(config)
-    result = train(step_cfg, out_dir, dataset=dataset, progress=progress)
+    resumable = resume and (out_dir / "checkpoints" / "last.pt").is_file()
+    if resume and not resumable and out_dir.exists():
+        # killed before its first epoch ended: nothing in it to keep (config, empty event files)
+        shutil.rmtree(out_dir)
+    result = train(step_cfg, out_dir, resume=resumable, dataset=dataset, progress=progress)
     state = load_checkpoint(result.last_checkpoint)
     model = _build(config, int(state["arch"]["num_classes"]), pretrained=False)
     # The attribute heads were not trained in step 1; their widths follow attributes.embed_dim.
@@ -347,16 +395,26 @@ def train_attributes(
     out_dir: str | os.PathLike[str],
     *,
     progress: bool = True,
+    resume: bool = False,
+    hooks: Sequence[HookBase] = (),
 ) -> AttributeTrainResult:
     """Train the attribute model in the paper's two steps; write its checkpoint and metrics.
 
     Reads the train split of ``attributes.data_root`` (or ``data.sim_root``); holds out
     ``attributes.holdout_fraction`` of its identities (seeded). Writes into ``out_dir`` (a fresh
     sibling when it already holds a run): ``config.yaml``, ``holdout_ids.txt``, ``reid/`` (step 1's
-    training run; its mAP is on the held-out identities), ``checkpoints/attributes.pt`` and, when
-    the data carry colour/type labels, ``attribute_metrics.json`` and
-    ``confusion_{color,type}.png`` (held-out identities). A split without colour/type labels logs a
-    clear message and trains the re-id step alone.
+    training run; its mAP is on the held-out identities), ``heads/`` (step 2's: ``checkpoints/
+    last.pt``, ``history.json``, ``tensorboard/``), ``checkpoints/attributes.pt`` and, when the
+    data carry colour/type labels, ``attribute_metrics.json`` and ``confusion_{color,type}.png``
+    (held-out identities). A split without colour/type labels logs a clear message and trains the
+    re-id step alone.
+
+    ``resume``: continue the run in ``out_dir`` (same data and settings; more epochs are fine)
+    from the last epoch each step saved. ``hooks``: more trainer hooks for step 2.
+
+    Raises:
+        ConfigError / DatasetError / CheckpointError: bad settings, data or run directory.
+        NonFiniteLossError: a step's loss became NaN or infinite.
     """
     from vreid.models.checkpoint import save_checkpoint
 
@@ -386,20 +444,41 @@ def train_attributes(
                 msg.split(";")[0] + " and attributes.reid is false: nothing to train"
             )
     asked = Path(out_dir)
-    out = new_run_dir(asked.parent, asked.name)
-    if out != asked:
-        log.warning("%s already holds a run; writing this one to %s", asked, out)
-    save_config(config, out / "config.yaml")
     train_recs, held_recs, held_ids = split_holdout(records, cfg.holdout_fraction, seed=cfg.seed)
+    if resume:
+        out = asked
+        held_file = out / "holdout_ids.txt"
+        if not held_file.is_file():
+            raise CheckpointError(
+                f"{held_file}: nothing to resume (no attribute training in {out}); drop --resume "
+                "to start a new run or point --out at an existing one"
+            )
+        if [int(x) for x in held_file.read_text().split()] != list(held_ids):
+            raise CheckpointError(
+                f"{out}: the run held out other identities than these settings do; resume with "
+                "the same attributes.data_root, holdout_fraction and seed"
+            )
+    else:
+        out = new_run_dir(asked.parent, asked.name)
+        if out != asked:
+            log.warning("%s already holds a run; writing this one to %s", asked, out)
+    save_config(config, out / "config.yaml")
     write_text_atomic(out / "holdout_ids.txt", "".join(f"{i}\n" for i in held_ids))
 
     reid_summary: dict[str, Any] | None = None
     if cfg.reid:
         model, reid_summary = _train_reid_step(
-            config, root, dataset.format, train_recs, held_recs, out / "reid", progress=progress
+            config,
+            root,
+            dataset.format,
+            train_recs,
+            held_recs,
+            out / "reid",
+            progress=progress,
+            resume=resume,
         )
     else:
-        torch.manual_seed(cfg.seed)
+        seed_rng(cfg.seed)  # initial weights follow attributes.seed
         model = _build(config, len({r.vehicle_id for r in train_recs}), pretrained=True)
         log.info(model.weights_message)
 
@@ -413,15 +492,14 @@ def train_attributes(
         "heads_trained": heads_trained,
         "reid": reid_summary,
     }
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     if heads_trained:
-        torch.manual_seed(cfg.seed)
-        history = finetune_heads(
-            model, train_recs, attribute_targets(train_recs), config, progress=progress
-        )
-        metrics["history"] = history
-        if held_recs:
-            held_targets = attribute_targets(held_recs)
+        reports: dict[str, dict[str, Any]] = {}
+        evaluation: list[HookBase] = []
+        held_targets = attribute_targets(held_recs)
+
+        def evaluate() -> dict[str, Any]:
+            """Held-out colour/type reports (kept in ``reports``); their accuracies."""
             outputs = predict_attributes(
                 model,
                 held_recs,
@@ -431,10 +509,30 @@ def train_attributes(
                 num_workers=config.train.num_workers,
                 progress=progress,
             )
-            for head, label in (("color", "colour"), ("type", "type")):
-                report = classification_report(
+            for head in ("color", "type"):
+                reports[head] = classification_report(
                     outputs[f"{head}_probs"], held_targets[head], ATTRIBUTE_CLASSES[head]
                 )
+            return {f"{head}_accuracy": reports[head]["accuracy"] for head in ("color", "type")}
+
+        if held_recs:
+            evaluation.append(EvalHook(evaluate, describe=_describe_accuracy))
+        history = finetune_heads(
+            model,
+            train_recs,
+            attribute_targets(train_recs),
+            config,
+            progress=progress,
+            run_dir=out / "heads",
+            resume=resume,
+            hooks=[*evaluation, *hooks],
+        )
+        metrics["history"] = history
+        if held_recs:
+            if not reports:  # a resumed run with no epoch left: evaluate what it trained
+                evaluate()
+            for head, label in (("color", "colour"), ("type", "type")):
+                report = reports[head]
                 metrics[head] = report
                 accuracy = (
                     f", accuracy {report['accuracy']:.1%}" if report["accuracy"] is not None else ""
@@ -473,5 +571,10 @@ def train_attributes(
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# extraction
+def _describe_accuracy(metrics: dict[str, Any]) -> str:
+    parts = [
+        f"{label} {100 * metrics[f'{head}_accuracy']:.1f}%"
+        for head, label in (("color", "colour"), ("type", "type"))
+        if metrics.get(f"{head}_accuracy") is not None
+    ]
+    return "held-out accuracy " + ", ".join(parts) if parts else "no held-out labels"

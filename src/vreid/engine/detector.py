@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,22 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vreid.core.artefacts import atomic_path, refuse_overwrite
-from vreid.core.devices import resolve_device
-from vreid.core.errors import ConfigError, DatasetError
+from vreid.core.errors import CheckpointError, ConfigError, DatasetError, VreidError
+from vreid.engine.trainer import (
+    EvalHook,
+    GeneratorState,
+    HookBase,
+    TimeBudgetHook,
+    Trainer,
+    TrainStep,
+    run_dir_hooks,
+    seed_rng,
+    seeded_generator,
+    training_device,
+)
+from vreid.models.checkpoint import load_checkpoint
 from vreid.models.detectors import (
     CHECKPOINT_KIND,
     VEHICLE_CATEGORIES,
@@ -124,7 +135,7 @@ class _BoxDataset(torch.utils.data.Dataset):
         self.items = list(items)
         self.train = train
         self.masks = masks
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = seeded_generator(seed)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -168,6 +179,45 @@ class TrainDetectorResult:
     seconds: float = 0.0
 
 
+class DetectorStep(TrainStep):
+    """The detector step: torchvision's detection losses on images with their true boxes.
+
+    Loader batches are ``(images, targets)``: lists of (3, H, W) float32 images in [0, 1] (sizes
+    may differ) and of ``{"boxes": (1, 4) float32 x1 y1 x2 y2 pixels, "labels": (1,) int64}``
+    (+ ``"masks"`` (1, H, W) uint8 for Mask R-CNN). The model returns its loss terms
+    (``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg`` …, the
+    parts); the loss is their sum.
+    """
+
+    name = "detector"
+    epochs_key = "--epochs"
+
+    def __init__(self, lr: float) -> None:
+        self.advice = f"lower --lr (now {lr}) or train without AMP"
+
+    def move(self, batch: Any, device: torch.device) -> tuple[list[Any], list[Any]]:
+        images, targets = batch
+        images = [img.to(device, non_blocking=True) for img in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        return images, targets
+
+    def forward(self, model: torch.nn.Module, batch: tuple[list[Any], list[Any]]) -> Any:
+        return model(*batch)  # in training mode torchvision detectors return their losses
+
+    def loss(
+        self, output: dict[str, torch.Tensor], batch: Any
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return sum(output.values()), output  # type: ignore[return-value]
+
+
+def training_dir(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`train_detector` keeps the training of checkpoint ``out`` (``det.pt`` →
+    ``det-training/``): ``checkpoints/last.pt`` (what ``resume`` continues from),
+    ``history.json``, ``tensorboard/``."""
+    out = Path(out)
+    return out.parent / f"{out.stem}-training"
+
+
 def train_detector(
     data_root: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -188,20 +238,37 @@ def train_detector(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
+    amp: str = "off",
+    hooks: Sequence[HookBase] = (),
 ) -> TrainDetectorResult:
     """Train ``detector`` (random initialisation, 2 classes: background and vehicle) on the true
     boxes of ``data_root`` and save a checkpoint for ``vreid crop --weights`` at ``out``.
 
     AdamW (``lr``, ``weight_decay``), a short linear warm-up, then a cosine decay to 0 over all
     steps — or over ``max_minutes`` when that ends first (training then stops after the step that
-    crosses it and saves what was learnt); random horizontal flips. ``max_images`` caps the
-    training images (first ones in file order). ``image_size`` sets the detector's
-    input resolution (shorter side, ``min_size``; longer side at most twice that) for training and
-    later cropping; ``init_from`` starts from the weights (and input size) of an earlier
-    ``train-detector`` checkpoint of the same architecture instead of random ones; ``None`` keeps torchvision's (320 for the ``_320_`` variant, else 800). Smaller is
-    faster; our synthetic 256×256 images need no more than 256. After training, the mean IoU of the
-    chosen box (selection rule of :mod:`vreid.inference.select`, no margin) with the true box is
-    measured on ``held_out_splits`` when the file has them.
+    crosses it and saves what was learnt); gradients clipped to norm 10; random horizontal flips.
+    ``max_images`` caps the training images (first ones in file order). ``image_size`` sets the
+    detector's input resolution (shorter side, ``min_size``; longer side at most twice that) for
+    training and later cropping; ``None`` keeps torchvision's (320 for the ``_320_`` variant, else
+    800). Smaller is faster; our synthetic 256×256 images need no more than 256. ``init_from``
+    starts from the weights (and input size) of an earlier ``train-detector`` checkpoint of the
+    same architecture instead of random ones. After training, the mean IoU of the chosen box
+    (selection rule of :mod:`vreid.inference.select`, no margin) with the true box is measured on
+    ``held_out_splits`` when the file has them.
+
+    The loop is the shared :class:`~vreid.engine.trainer.Trainer` (progress bar, AMP, non-finite
+    check), with its state after every epoch in :func:`training_dir` (``det.pt`` →
+    ``det-training/checkpoints/last.pt``, ``history.json``, ``tensorboard/``). ``resume``
+    continues a killed or stopped run from there with the same arguments (the schedule spans
+    ``epochs``; ``max_minutes`` counts this call's time); ``overwrite`` replaces both ``out`` and
+    that folder. ``amp``: ``off``, ``bf16`` or ``fp16`` (CUDA). ``hooks``: more trainer hooks.
+
+    Raises:
+        ConfigError / DatasetError / CheckpointError / WeightsError: bad arguments, data or
+        checkpoints; VreidError when ``out`` (or an unfinished training of it) exists and neither
+        ``overwrite`` nor ``resume`` is given.
+        NonFiniteLossError: the loss became NaN or infinite.
     """
     if detector not in detector_names():
         raise ConfigError(
@@ -209,10 +276,32 @@ def train_detector(
         )
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs ({epochs}) and batch_size ({batch_size}) must be ≥ 1")
+    if resume and init_from is not None:
+        raise ConfigError(
+            "resume continues a run from its own last.pt; init_from starts a new one: use one "
+            "of them"
+        )
     out = Path(out)
-    refuse_overwrite(out, overwrite=overwrite)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
+    run_dir = training_dir(out)
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise CheckpointError(
+                f"{last}: nothing to resume (no training of {out} was saved); drop --resume to "
+                "start a new one"
+            )
+    else:
+        refuse_overwrite(out, overwrite=overwrite)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise VreidError(
+                    f"{run_dir} holds an unfinished training of {out}; pass --resume to continue "
+                    "it or --overwrite to start again"
+                )
+            shutil.rmtree(run_dir)
+    # the detector's images keep their aspect ratio: batch shapes vary, no cuDNN autotuning
+    dev = training_device(device, setting="device", fixed_input_size=False)
+    seed_rng(seed)  # initial weights (and the RPN's sampling) follow the seed
 
     train_items = read_true_boxes(data_root, train_splits)
     if max_images is not None:
@@ -231,6 +320,16 @@ def train_detector(
         start_state = initial.model.state_dict()
         if image_size is None:
             options = {k: v for k, v in initial.options.items() if k in ("min_size", "max_size")}
+    resume_state = None
+    if resume:
+        resume_state = load_checkpoint(last)
+        saved = resume_state["arch"]
+        if saved.get("name") != detector or dict(saved.get("options", {})) != options:
+            raise CheckpointError(
+                f"{last}: the run trained {saved.get('name')} with input options "
+                f"{saved.get('options')}, not {detector} with {options}; resume with the same "
+                "--detector and --image-size"
+            )
     model = build_detector(
         detector,
         num_classes=len(VEHICLE_CATEGORIES),
@@ -240,14 +339,15 @@ def train_detector(
     if start_state is not None:
         model.load_state_dict(start_state)
     model = model.to(dev)
+    boxes = _BoxDataset(train_items, train=True, masks=detector.startswith("maskrcnn"), seed=seed)
     loader = torch.utils.data.DataLoader(
-        _BoxDataset(train_items, train=True, masks=detector.startswith("maskrcnn"), seed=seed),
+        boxes,
         batch_size=batch_size,
         shuffle=True,
         num_workers=workers,
         collate_fn=_collate,
         drop_last=len(train_items) > batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        generator=seeded_generator(seed),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -268,87 +368,98 @@ def train_detector(
         return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    history: list[float] = []
-    bar = Progress(
-        TextColumn("[bold]train-detector[/] epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
-    epochs_done = 0
-    with bar:
-        task = bar.add_task("train", total=total_steps, epoch=1, loss="-")
-        model.train()
-        for epoch in range(epochs):
-            losses = []
-            for images, targets in loader:
-                images = [img.to(dev, non_blocking=True) for img in images]
-                targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-                loss_parts = model(images, targets)
-                loss = sum(loss_parts.values())
-                if not torch.isfinite(loss):
-                    raise ConfigError(
-                        f"train-detector: loss became {float(loss)} at epoch {epoch + 1}; "
-                        f"lower --lr (now {lr})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                bar.update(task, advance=1, epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-                if time.perf_counter() > deadline:
-                    break
-            history.append(float(np.mean(losses)) if losses else float("nan"))
-            epochs_done = epoch + 1
-            if progress:
-                bar.console.log(
-                    f"epoch {epochs_done}: mean loss {history[-1]:.3f}, "
-                    f"{time.perf_counter() - start:.0f} s"
-                )
-            if time.perf_counter() > deadline:
-                break
-    seconds = time.perf_counter() - start
-    model.eval()
+    config = {
+        "data_root": str(Path(data_root).resolve()),
+        "train_splits": list(train_splits),
+        "train_images": len(train_items),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "max_minutes": max_minutes,
+        "image_size": image_size,
+        "init_from": None if init_from is None else str(init_from),
+        "seed": seed,
+    }
 
-    held_out_iou = None
     held_out = _held_out_items(data_root, held_out_splits)
-    if held_out:
-        from vreid.models.detectors import LoadedDetector
+    from vreid.models.detectors import LoadedDetector
 
+    eval_seconds = [0.0]  # the result's `seconds` are training time, as before
+
+    def held_out_iou() -> dict[str, Any]:
+        began = time.perf_counter()
+        model.eval()
         loaded = LoadedDetector(
             model, detector, VEHICLE_CATEGORIES, (1,), source="training", options=options
         )
-        held_out_iou = float(evaluate_boxes(loaded, held_out, batch_size=batch_size).mean())
+        iou = float(evaluate_boxes(loaded, held_out, batch_size=batch_size).mean())
+        eval_seconds[0] += time.perf_counter() - began
+        return {"held_out_iou": iou}
 
+    evaluation = EvalHook(
+        held_out_iou, describe=lambda m: f"held-out mean IoU {m['held_out_iou']:.3f}"
+    )
+    trainer = Trainer(
+        DetectorStep(lr),
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        epochs=epochs,
+        device=dev,
+        amp=amp,
+        max_grad_norm=10.0,
+        scheduler_per_step=True,
+        # the shuffling generator and the flips' generator: a resumed run continues both
+        state={
+            "loader_generator": GeneratorState(loader.generator),
+            "flip_generator": GeneratorState(boxes.generator),
+        },
+        meta={
+            "kind": CHECKPOINT_KIND,
+            "arch": _arch(detector, options),
+            "config": config,
+        },
+        hooks=[
+            TimeBudgetHook(deadline),
+            *([evaluation] if held_out else []),
+            *run_dir_hooks(run_dir),
+            *hooks,
+        ],
+        progress=progress,
+    )
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state, last)
+    history = trainer.train()
+    seconds = time.perf_counter() - start - eval_seconds[0]
+    model.eval()
+    iou = None
+    if held_out:
+        metrics = evaluation.metrics or held_out_iou()  # a resume with no epoch left
+        iou = metrics["held_out_iou"]
+    losses = [float(h["loss"]) for h in history]
     save_detector_checkpoint(
         model,
         detector,
         out,
-        epoch=epochs_done,
-        config={
-            "data_root": str(Path(data_root).resolve()),
-            "train_splits": list(train_splits),
-            "train_images": len(train_items),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "max_minutes": max_minutes,
-            "image_size": image_size,
-            "init_from": None if init_from is None else str(init_from),
-            "seed": seed,
-        },
+        epoch=trainer.epochs_done,
+        config=config,
         options=options,
-        history=history,
-        held_out_iou=held_out_iou,
+        history=losses,
+        held_out_iou=iou,
         seconds=seconds,
     )
-    return TrainDetectorResult(out, detector, epochs_done, history, held_out_iou, seconds)
+    return TrainDetectorResult(out, detector, trainer.epochs_done, losses, iou, seconds)
+
+
+def _arch(detector: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": detector,
+        "num_classes": len(VEHICLE_CATEGORIES),
+        "categories": list(VEHICLE_CATEGORIES),
+        "options": dict(options),
+    }
 
 
 def save_detector_checkpoint(
@@ -370,12 +481,7 @@ def save_detector_checkpoint(
     checkpoint = {
         "kind": CHECKPOINT_KIND,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "arch": {
-            "name": detector,
-            "num_classes": len(VEHICLE_CATEGORIES),
-            "categories": list(VEHICLE_CATEGORIES),
-            "options": dict(options or {}),
-        },
+        "arch": _arch(detector, options or {}),
         "config": config or {},
         "epoch": epoch,
         **extra,

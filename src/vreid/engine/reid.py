@@ -1,4 +1,4 @@
-"""The training loop: PK batches, Adam + step decay, triplet + label-smoothed cross-entropy.
+"""Re-id training: PK batches, Adam + step decay, triplet + label-smoothed cross-entropy.
 
 One function, :func:`train`, config in, artefacts out::
 
@@ -9,21 +9,23 @@ One function, :func:`train`, config in, artefacts out::
     out_dir/tensorboard/                TensorBoard scalars (loss, lr, images/s, mAP, rank-1)
     out_dir/history.json                one entry per epoch (the same numbers)
 
-It runs on CPU, one GPU, or many GPUs/nodes under ``torchrun`` (DDP: the process group is started
-when ``WORLD_SIZE`` is set; gloo on CPU, nccl on CUDA; each rank draws a disjoint share of the PK
-batches; only rank 0 writes). Mixed precision: ``train.amp=bf16|fp16`` on CUDA (fp16 with a
-gradient scaler), ``bf16`` on CPU too. ``resume=True`` continues exactly where ``last.pt`` stopped
-(model, optimizer, scheduler, scaler, sampler and every RNG): a resumed CPU run ends with weights
-bit-identical to an uninterrupted one. ``init_from`` starts from another run's weights with a fresh
-classifier (the paper's synthetic pre-training followed by real fine-tuning).
+The loop is :class:`vreid.engine.trainer.Trainer` with the re-id step (:class:`ReidStep`) and
+hooks for evaluation (query/gallery or held-out mAP every ``train.eval_every`` epochs),
+checkpoints, history and TensorBoard. It runs on CPU, one GPU, or many GPUs/nodes under
+``torchrun`` (DDP: the process group is started when ``WORLD_SIZE`` is set; gloo on CPU, nccl on
+CUDA; each rank draws a disjoint share of the PK batches; only rank 0 writes). Mixed precision:
+``train.amp=bf16|fp16`` on CUDA (fp16 with a gradient scaler), ``bf16`` on CPU too.
+``resume=True`` continues exactly where ``last.pt`` stopped (model, optimizer, scheduler, scaler,
+sampler and every RNG): a resumed CPU run ends with weights bit-identical to an uninterrupted one.
+``init_from`` starts from another run's weights with a fresh classifier (the paper's synthetic
+pre-training followed by real fine-tuning).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,27 +35,34 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vreid.core.artefacts import new_run_dir, write_json_atomic, write_text_atomic
+from vreid.core.artefacts import new_run_dir, write_text_atomic
 from vreid.core.config import Config, save_config
-from vreid.core.devices import resolve_device
-from vreid.core.errors import CheckpointError, ConfigError, DatasetError, VreidError
+from vreid.core.errors import CheckpointError, ConfigError, DatasetError
 from vreid.data.image_datasets import (
     ReidImageDataset,
     holdout_query_gallery,
     label_map,
     split_holdout,
-    worker_errors,
 )
 from vreid.data.records import ImageRecord, ReidDataset
+from vreid.engine.trainer import (
+    Distributed,
+    EvalHook,
+    HookBase,
+    Trainer,
+    TrainStep,
+    announce,
+    run_dir_hooks,
+    seed_rng,
+    setup_distributed,
+    training_device,
+)
 from vreid.models.checkpoint import (
     arch_from_config,
     build_from_arch,
     check_arch,
     load_checkpoint,
     load_state_dict_checked,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
 )
 
 log = logging.getLogger("vreid.engine")
@@ -79,79 +88,45 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# distributed helpers
+# the step
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
+class ReidStep(TrainStep):
+    """The re-id step: a PK batch through the model, triplet + label-smoothed cross-entropy.
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    Loader batches are ``(images (B, 3, H, W) float32, labels (B,) int64, indices (B,))``; the
+    model's ``features`` (B, D) and ``logits`` (B, num_classes) are cast to float32 for the loss
+    (the forward may run under autocast). Parts: ``triplet``, ``ce``.
+    """
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+    name = "re-id"
+    advice = "lower train.lr or switch train.amp off"
+    epochs_key = "train.epochs"
 
+    def __init__(self, criterion: nn.Module, *, channels_last: bool = False) -> None:
+        self.criterion = criterion
+        self.channels_last = channels_last
 
-def _setup_distributed(device_pref: str) -> _Dist:
-    """Start the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    owns = False
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and not device_pref.startswith("cpu")
-        backend = "nccl" if use_cuda else "gloo"
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, owns)
+    def move(self, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, _ = batch
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
 
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        return model(batch[0])
 
-def _resolve_device(pref: str, ddp: _Dist) -> torch.device:
-    dev = resolve_device(pref, setting="runtime.device")
-    if dev.type == "cuda" and ddp.enabled:
-        return torch.device("cuda", ddp.local_rank)  # one GPU per process
-    return dev
-
-
-def _broadcast(obj: Any, ddp: _Dist) -> Any:
-    if not ddp.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(obj: Any, ddp: _Dist) -> list[Any]:
-    if not ddp.enabled:
-        return [obj]
-    out: list[Any] = [None] * ddp.world_size
-    dist.all_gather_object(out, obj)
-    return out
+    def loss(
+        self, output: Any, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, parts = self.criterion(output.features.float(), output.logits.float(), batch[1])
+        return total, {"triplet": parts["triplet"], "ce": parts["ce"]}
 
 
 # ---------------------------------------------------------------------------------------------
 # pieces
-
-
-def _amp_setup(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a gradient scaler is needed)."""
-    if amp == "off":
-        return None, False
-    if amp == "bf16":
-        return torch.bfloat16, False
-    if device.type == "cuda":
-        return torch.float16, True
-    log.warning("train.amp=fp16 is honoured on CUDA only; training in float32 on %s", device)
-    return None, False
 
 
 def _load_training_dataset(config: Config, dataset: ReidDataset | None) -> ReidDataset:
@@ -167,7 +142,7 @@ def _load_training_dataset(config: Config, dataset: ReidDataset | None) -> ReidD
     return load_from_config(config.data)
 
 
-def _check_pk(num_ids: int, config: Config, ddp: _Dist, source: str) -> None:
+def _check_pk(num_ids: int, config: Config, ddp: Distributed, source: str) -> None:
     p, k = config.train.p, config.train.k
     if num_ids < p:
         raise DatasetError(
@@ -185,7 +160,7 @@ def _check_pk(num_ids: int, config: Config, ddp: _Dist, source: str) -> None:
 
 
 def _make_train_loader(
-    train_set: ReidImageDataset, config: Config, ddp: _Dist, device: torch.device
+    train_set: ReidImageDataset, config: Config, ddp: Distributed, device: torch.device
 ) -> tuple[DataLoader, Any]:
     from vreid.data.sampler import PKSampler
 
@@ -217,27 +192,8 @@ def _train_transform(config: Config) -> Any:
     )
 
 
-def _epoch_iterations(loader: DataLoader, config: Config, ddp: _Dist, device: torch.device) -> int:
-    n = len(loader)
-    if config.train.max_iters_per_epoch is not None:
-        n = min(n, config.train.max_iters_per_epoch)
-    if ddp.enabled:  # every rank must run the same number of steps
-        t = torch.tensor([n], device=device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        n = int(t.item())
-    return n
-
-
-def _state_of(obj: Any) -> Any:
-    return obj.state_dict() if obj is not None and hasattr(obj, "state_dict") else None
-
-
-def _bare(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 # ---------------------------------------------------------------------------------------------
-# the loop
+# the run
 
 
 def train(
@@ -248,11 +204,13 @@ def train(
     init_from: str | os.PathLike[str] | None = None,
     dataset: ReidDataset | None = None,
     progress: bool = True,
+    hooks: Sequence[HookBase] = (),
 ) -> TrainResult:
     """Train the re-id model of ``config`` on a dataset's training split; evaluate on query/gallery.
 
     Args:
-        config: the resolved configuration (``model``, ``train``, ``data``, ``retrieval.protocol``).
+        config: the resolved configuration (``model``, ``train``, ``data``, ``retrieval.protocol``,
+            ``runtime.device``).
         out_dir: run directory. A directory that already holds a run is never overwritten: without
             ``resume`` a fresh sibling (``name-2`` …) is used and returned in the result.
         resume: continue from ``out_dir/checkpoints/last.pt`` up to ``config.train.epochs``.
@@ -260,19 +218,22 @@ def train(
             fresh one for this dataset's identities (synthetic pre-training → real fine-tuning).
         dataset: the dataset to use; ``None`` loads ``config.data.root``.
         progress: show a rich progress bar (rank 0 only).
+        hooks: more :class:`~vreid.engine.trainer.HookBase` hooks for the trainer (run after the
+            evaluation, checkpoint, history and TensorBoard hooks).
 
     Raises:
         ConfigError / DatasetError / CheckpointError: bad settings, data or checkpoints, with a
         message saying what to change.
+        NonFiniteLossError: the loss became NaN or infinite (``last.pt`` keeps the epoch before).
     """
     if resume and init_from is not None:
         raise ConfigError(
             "--resume continues a run from its own last.pt; --init-from starts a new one: "
             "use one of them"
         )
-    ddp = _setup_distributed(config.runtime.device)
+    ddp = setup_distributed(config.runtime.device)
     try:
-        return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp)
+        return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp, hooks)
     finally:
         if ddp.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -285,19 +246,16 @@ def _train(
     init_from: str | os.PathLike[str] | None,
     dataset: ReidDataset | None,
     progress: bool,
-    ddp: _Dist,
+    ddp: Distributed,
+    hooks: Sequence[HookBase],
 ) -> TrainResult:
     tc = config.train
-    device = _resolve_device(config.runtime.device, ddp)
+    device = training_device(config.runtime.device, ddp=ddp)  # fixed input size: cuDNN autotunes
     show = progress and ddp.main
 
     def say(msg: str) -> None:
         if ddp.main:
-            log.info(msg)
-            if progress:
-                from rich.console import Console
-
-                Console(stderr=True).print(msg, highlight=False, markup=False)
+            announce(msg, console=progress)
 
     # -- data ---------------------------------------------------------------------------------
     data = _load_training_dataset(config, dataset)
@@ -346,45 +304,44 @@ def _train(
         check_arch(init_state["arch"], wanted_arch, init_from, check_classes=False)
 
     # -- run directory (rank 0 decides) -----------------------------------------------------
-    ckpt_dir_name = "checkpoints"
+    ckpt_dir = out_dir / "checkpoints"
     resume_state: dict[str, Any] | None = None
     if resume:
-        last = out_dir / ckpt_dir_name / "last.pt"
+        last = ckpt_dir / "last.pt"
         if not last.is_file():
             raise CheckpointError(
                 f"{last}: nothing to resume (no last.pt in {out_dir}); drop --resume to start a "
                 "new run or point --out at an existing run directory"
             )
         resume_state = load_checkpoint(last)
+        check_arch(
+            resume_state["arch"],
+            wanted_arch,
+            last,
+            classes_hint="resuming needs the dataset the run started on; to train this dataset "
+            "from that checkpoint use --init-from instead of --resume",
+        )
+        if list(resume_state.get("vehicle_ids", vehicle_ids)) != vehicle_ids:
+            raise CheckpointError(
+                f"{last}: the run was trained on other vehicle ids than this dataset's training "
+                "split; resume with the same data.root, or use --init-from"
+            )
     else:
         if ddp.main:
             asked = out_dir
             out_dir = new_run_dir(asked.parent, asked.name, resume=False)
             if out_dir != asked:
                 say(f"{asked} already holds a run; writing this one to {out_dir}")
-        out_dir = Path(_broadcast(str(out_dir), ddp))
-    ckpt_dir = out_dir / ckpt_dir_name
+        out_dir = Path(ddp.broadcast(str(out_dir)))
+        ckpt_dir = out_dir / "checkpoints"
 
     # -- model ----------------------------------------------------------------------------------
-    torch.manual_seed(tc.seed)
+    seed_rng(tc.seed)  # initial weights follow train.seed
     if resume_state is not None:
-        check_arch(
-            resume_state["arch"],
-            wanted_arch,
-            ckpt_dir / "last.pt",
-            classes_hint="resuming needs the dataset the run started on; to train this dataset "
-            "from that checkpoint use --init-from instead of --resume",
-        )
-        if list(resume_state.get("vehicle_ids", vehicle_ids)) != vehicle_ids:
-            raise CheckpointError(
-                f"{ckpt_dir / 'last.pt'}: the run was trained on other vehicle ids than this "
-                "dataset's training split; resume with the same data.root, or use --init-from"
-            )
-        model = build_from_arch(wanted_arch)
-        load_state_dict_checked(model, resume_state["model"], ckpt_dir / "last.pt")
+        model = build_from_arch(wanted_arch)  # the trainer loads last.pt's weights
     elif init_state is not None:
         model = build_from_arch(dict(wanted_arch, num_classes=init_state["arch"]["num_classes"]))
-        load_state_dict_checked(model, init_state["model"], init_from)
+        load_state_dict_checked(model, init_state["model"], init_from)  # type: ignore[arg-type]
         model.reset_classifier(num_classes)
         say(
             f"initialised from {init_from} (epoch {init_state.get('epoch', '?')}, "
@@ -398,13 +355,11 @@ def _train(
         if getattr(model, "weights_message", None):
             say(model.weights_message)
     model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
-    bare_model = model
+    net: nn.Module = model
     if ddp.enabled:
-        model = nn.parallel.DistributedDataParallel(
+        net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
@@ -417,229 +372,79 @@ def _train(
         margin=tc.margin,
         epsilon=tc.label_smoothing,
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.step_size, gamma=tc.gamma)
-    amp_dtype, use_scaler = _amp_setup(tc.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-    start_epoch = 0
-    best_map: float | None = None
-    history: list[dict[str, Any]] = []
+    # -- hooks ----------------------------------------------------------------------------------
+    eval_data = validation if validation is not None else data
+    run_hooks = run_dir_hooks(
+        out_dir, checkpoint_every=tc.checkpoint_every, best_metric="mAP" if can_eval else None
+    )
+    checkpoints = run_hooks[0]
+    trainer_hooks: list[HookBase] = []
+    trainer: Trainer
+
+    if can_eval:
+
+        def evaluate() -> dict[str, Any]:
+            kwargs = {
+                "image_size": tuple(config.model.image_size),
+                "device": device,
+                "batch_size": tc.batch_size_eval,
+                "num_workers": tc.num_workers,
+                "flip": tc.eval_flip,
+                # validation queries have same-camera images of their identity in the gallery:
+                # ignore those
+                "protocol": "veri" if validation is not None else config.retrieval.protocol,
+                "amp_dtype": trainer.amp_dtype,
+            }
+            metrics: dict[str, Any] = _evaluate(model, eval_data, kwargs, show)
+            metrics["eval_split"] = "validation" if validation is not None else "test"
+            return metrics
+
+        # isolate_rng=False: the evaluation's loaders have always drawn their seeds from the
+        # training's RNG; keeping that keeps earlier runs' numbers
+        trainer_hooks.append(
+            EvalHook(evaluate, every=tc.eval_every, describe=_describe_eval, isolate_rng=False)
+        )
+    trainer_hooks += [*run_hooks, *hooks]
+    trainer = Trainer(
+        ReidStep(criterion, channels_last=tc.channels_last),
+        net,
+        optimizer,
+        scheduler,
+        loader,
+        epochs=tc.epochs,
+        device=device,
+        amp=tc.amp,
+        max_iters=tc.max_iters_per_epoch,
+        seed=tc.seed,
+        ddp=ddp,
+        state={"sampler": sampler},
+        meta={
+            "arch": wanted_arch,
+            "config": config.model_dump(mode="json"),
+            "vehicle_ids": vehicle_ids,
+        },
+        hooks=trainer_hooks,
+        progress=progress,
+    )
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        if resume_state.get("scaler") and use_scaler:
-            scaler.load_state_dict(resume_state["scaler"])
-        if resume_state.get("sampler") is not None and hasattr(sampler, "load_state_dict"):
-            sampler.load_state_dict(resume_state["sampler"])
-        start_epoch = int(resume_state["epoch"])
-        best_map = resume_state.get("best_map")
-        history = list(resume_state.get("history", []))
-        rngs = resume_state.get("rng") or []
-        if len(rngs) == ddp.world_size:
-            set_rng_state(rngs[ddp.rank])
-        else:
-            say(
-                f"the run was saved with {len(rngs)} processes, resuming with {ddp.world_size}: "
-                "random streams restart from the seed (the result will differ from an "
-                "uninterrupted run)"
-            )
-            torch.manual_seed(tc.seed + 1000 * start_epoch + ddp.rank)
-        say(f"resuming {out_dir} after epoch {start_epoch} of {tc.epochs}")
-        if start_epoch >= tc.epochs:
-            say(f"nothing to do: {start_epoch} epochs done; raise train.epochs to train further")
-    else:
-        torch.manual_seed(tc.seed + ddp.rank)  # augmentation streams differ per rank
+        trainer.load_state_dict(resume_state, ckpt_dir / "last.pt")
 
     if ddp.main:
         save_config(config, out_dir / "config.yaml")
         if validation is not None:
             write_text_atomic(out_dir / "val_ids.txt", "".join(f"{i}\n" for i in val_ids))
-    writer = None
-    if ddp.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        global_step = sum(int(h.get("iterations", 0)) for h in history)
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=global_step or None)
-
-    eval_kwargs = {
-        "image_size": tuple(config.model.image_size),
-        "device": device,
-        "batch_size": tc.batch_size_eval,
-        "num_workers": tc.num_workers,
-        "flip": tc.eval_flip,
-        # validation queries have same-camera images of their identity in the gallery: ignore those
-        "protocol": "veri" if validation is not None else config.retrieval.protocol,
-        "amp_dtype": amp_dtype,
-    }
-    eval_data = validation if validation is not None else data
-    best_path: Path | None = ckpt_dir / "best.pt" if (ckpt_dir / "best.pt").is_file() else None
-    global_step = sum(int(h.get("iterations", 0)) for h in history)
-
-    try:
-        for epoch in range(start_epoch, tc.epochs):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            n_iters = _epoch_iterations(loader, config, ddp, device)
-            stats = _run_epoch(
-                model,
-                loader,
-                n_iters,
-                criterion,
-                optimizer,
-                scaler,
-                amp_dtype,
-                device,
-                tc.channels_last,
-                epoch,
-                tc.epochs,
-                show,
-                writer,
-                global_step,
-                ddp,
-            )
-            global_step += n_iters
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            record: dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": lr}
-
-            last_epoch = epoch + 1 == tc.epochs
-            improved = False
-            if can_eval and ((epoch + 1) % tc.eval_every == 0 or last_epoch):
-                metrics = None
-                if ddp.main:
-                    metrics = _evaluate(bare_model, eval_data, eval_kwargs, show)
-                    metrics["eval_split"] = "validation" if validation is not None else "test"
-                    record.update(metrics)
-                    if best_map is None or metrics["mAP"] > best_map:
-                        best_map, improved = metrics["mAP"], True
-                if ddp.enabled:
-                    dist.barrier()
-            history.append(record)
-
-            rngs = _gather(rng_state(), ddp)
-            if ddp.main:
-                state = {
-                    "model": bare_model.state_dict(),
-                    "arch": wanted_arch,
-                    "config": config.model_dump(mode="json"),
-                    "epoch": epoch + 1,
-                    "vehicle_ids": vehicle_ids,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if use_scaler else None,
-                    "sampler": _state_of(sampler),
-                    "rng": rngs,
-                    "best_map": best_map,
-                    "history": history,
-                    "world_size": ddp.world_size,
-                }
-                save_checkpoint(ckpt_dir / "last.pt", state)
-                if tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0:
-                    save_checkpoint(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", state)
-                if improved:
-                    best_path = save_checkpoint(ckpt_dir / "best.pt", state)
-                write_json_atomic(out_dir / "history.json", history)
-                _log_epoch(writer, record, global_step)
-                say(_epoch_line(record, tc.epochs))
-    finally:
-        if writer is not None:
-            writer.close()
-
+    history = trainer.train()
     return TrainResult(
         out_dir=out_dir,
         last_checkpoint=ckpt_dir / "last.pt",
-        best_checkpoint=best_path,
-        epochs=max(start_epoch, tc.epochs),
+        best_checkpoint=checkpoints.best_path,  # type: ignore[attr-defined]
+        epochs=max(trainer.start_epoch, tc.epochs),
         history=history,
-        best_map=best_map,
+        best_map=checkpoints.best,  # type: ignore[attr-defined]
     )
-
-
-def _run_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    n_iters: int,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    amp_dtype: torch.dtype | None,
-    device: torch.device,
-    channels_last: bool,
-    epoch: int,
-    epochs: int,
-    show: bool,
-    writer: Any,
-    global_step: int,
-    ddp: _Dist,
-) -> dict[str, Any]:
-    """One epoch of ``n_iters`` steps; returns mean losses and throughput (over all ranks)."""
-    from vreid.core.progress import progress_bar
-
-    model.train()
-    sums = torch.zeros(3, dtype=torch.float64)  # total, triplet, ce
-    images_seen = 0
-    lr = optimizer.param_groups[0]["lr"]
-    autocast = torch.autocast(
-        device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-    )
-    start = time.perf_counter()
-    with worker_errors(), progress_bar(disable=not show) as bar:
-        task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=n_iters, info="")
-        it = iter(loader)
-        for i in range(n_iters):
-            images, labels, _ = next(it)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                out = model(images)
-            total, parts = criterion(out.features.float(), out.logits.float(), labels)
-            # one device→host copy per step: the three numbers for logging and the NaN check
-            values = torch.stack([total.detach(), parts["triplet"], parts["ce"]]).double().cpu()
-            if not math.isfinite(values[0].item()):
-                raise VreidError(
-                    f"the loss became {values[0].item()} at epoch {epoch + 1}, iteration {i + 1}; "
-                    "lower train.lr or switch train.amp off"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step_losses = values
-            sums += step_losses
-            images_seen += images.shape[0]
-            if writer is not None:
-                step = global_step + i + 1
-                writer.add_scalar("train/loss", step_losses[0].item(), step)
-                writer.add_scalar("train/triplet", step_losses[1].item(), step)
-                writer.add_scalar("train/ce", step_losses[2].item(), step)
-                writer.add_scalar("train/lr", lr, step)
-            elapsed = time.perf_counter() - start
-            bar.update(
-                task,
-                advance=1,
-                info=f"loss {sums[0].item() / (i + 1):.3f}  lr {lr:.2e}  "
-                f"{images_seen * ddp.world_size / max(elapsed, 1e-9):.1f} img/s",
-            )
-        del it
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    totals = torch.tensor([*sums.tolist(), float(images_seen), float(n_iters)], dtype=torch.float64)
-    if ddp.enabled:
-        t = totals.to(device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t)
-        totals = t.cpu()
-    iters_all = max(totals[4].item(), 1.0)
-    return {
-        "loss": totals[0].item() / iters_all,
-        "triplet": totals[1].item() / iters_all,
-        "ce": totals[2].item() / iters_all,
-        "images_per_s": totals[3].item() / max(elapsed, 1e-9),
-        "iterations": n_iters,
-    }
 
 
 def _evaluate(model: nn.Module, data: ReidDataset, kwargs: dict[str, Any], show: bool) -> dict:
@@ -656,30 +461,9 @@ def _evaluate(model: nn.Module, data: ReidDataset, kwargs: dict[str, Any], show:
     return out
 
 
-def _log_epoch(writer: Any, record: dict[str, Any], step: int) -> None:
-    if writer is None:
-        return
-    for key in ("loss", "triplet", "ce"):
-        writer.add_scalar(f"epoch/{key}", record[key], record["epoch"])
-    writer.add_scalar("epoch/lr", record["lr"], record["epoch"])
-    writer.add_scalar("epoch/images_per_s", record["images_per_s"], record["epoch"])
-    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-        if key in record:
-            writer.add_scalar(f"eval/{key}", record[key], record["epoch"])
-    writer.flush()
-
-
-def _epoch_line(record: dict[str, Any], epochs: int) -> str:
-    line = (
-        f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f} (triplet "
-        f"{record['triplet']:.4f}, ce {record['ce']:.4f}), lr {record['lr']:.2e}, "
-        f"{record['images_per_s']:.1f} img/s"
-    )
-    if "mAP" in record:
-        on = " (validation)" if record.get("eval_split") == "validation" else ""
-        line += f"; mAP{on} {100 * record['mAP']:.2f}%"
-        if "rank1" in record:
-            line += f", rank-1 {100 * record['rank1']:.2f}%"
-    if not math.isfinite(record["loss"]):
-        line += " (non-finite loss)"
-    return line
+def _describe_eval(metrics: dict[str, Any]) -> str:
+    on = " (validation)" if metrics.get("eval_split") == "validation" else ""
+    text = f"mAP{on} {100 * metrics['mAP']:.2f}%"
+    if "rank1" in metrics:
+        text += f", rank-1 {100 * metrics['rank1']:.2f}%"
+    return text

@@ -390,11 +390,19 @@ def train_detector_command(
     workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 0,
     seed: Annotated[int | None, typer.Option(help="detector.seed.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue the killed or stopped training of --out (same options)."),
+    ] = False,
+    amp: Annotated[
+        str | None, typer.Option(help="detector.amp: mixed precision off, bf16, fp16 (CUDA).")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Train a vehicle detector on true boxes (offline substitute for COCO weights); use the result
-    with `vreid crop --weights FILE`."""
+    with `vreid crop --weights FILE`. After every epoch OUT-training/ (beside OUT) keeps what
+    --resume continues from."""
     from vreid.engine.detector import train_detector
 
     cfg = _config(
@@ -408,6 +416,7 @@ def train_detector_command(
         detector__max_minutes=max_minutes,
         detector__image_size=image_size,
         detector__seed=seed,
+        detector__amp=amp,
         runtime__device=device,
     )
     d = cfg.detector
@@ -428,6 +437,8 @@ def train_detector_command(
         seed=d.seed,
         overwrite=overwrite,
         progress=sys.stderr.isatty(),
+        resume=resume,
+        amp=d.amp,
     )
     iou = "n/a" if result.held_out_iou is None else f"{result.held_out_iou:.3f}"
     epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
@@ -637,13 +648,16 @@ def train_attributes_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the killed run in --out.")
+    ] = False,
 ) -> None:
     """Train the colour/type attribute model (re-id step, then softmax fine-tuning of both heads)
     on attributes.data_root (or data.sim_root); report held-out colour and type accuracy."""
     from vreid.engine.attributes import train_attributes
 
     cfg = _config(config, set_)
-    result = train_attributes(cfg, out, progress=not quiet)
+    result = train_attributes(cfg, out, progress=not quiet, resume=resume)
     metrics = result.metrics or {}
     reid = (metrics.get("reid") or {}).get("held_out_reid") or {}
     if "mAP" in reid:

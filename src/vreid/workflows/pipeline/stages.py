@@ -42,6 +42,7 @@ from vreid.data import ReidDataset, load_from_config
 from vreid.data.image_datasets import holdout_query_gallery
 from vreid.engine.attributes import train_attributes
 from vreid.engine.reid import train
+from vreid.engine.trainer import seed_rng
 from vreid.inference.attributes import (
     ATTRIBUTE_CHECKPOINT,
     attribute_features,
@@ -422,14 +423,13 @@ def final_checkpoint(ctx: PipelineContext, model: str) -> Path:
 
 
 def _untrained_checkpoint(ctx: PipelineContext) -> Path:
-    """A checkpoint of the first ensemble model with random weights (seed ``train.seed``)."""
-    import torch
-
+    """A checkpoint of the first ensemble model with random weights (seed ``train.seed``): the
+    weights training starts from (seeded the same way, by the trainer's one seeding helper)."""
     cfg = ctx.config.model_copy(deep=True)
     cfg.model.name = ctx.ensemble_models()[0]
     n_ids = len({r.vehicle_id for r in ctx.dataset().splits["train"]})
     arch = arch_from_config(cfg.model, n_ids)
-    torch.manual_seed(cfg.train.seed)
+    seed_rng(cfg.train.seed)
     model = build_from_arch(arch)
     return save_checkpoint(
         ctx.path("models", UNTRAINED, "untrained.pt"),
