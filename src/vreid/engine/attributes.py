@@ -38,9 +38,10 @@ from vreid.core.artefacts import new_run_dir, write_json_atomic, write_text_atom
 from vreid.core.config import Config, save_config
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError
 from vreid.core.figures import plot_confusion
-from vreid.data import ImageRecord, load_from_config
+from vreid.data import ImageRecord, ReidDataset, load_from_config
 from vreid.data.attributes import ATTRIBUTE_CLASSES, IGNORE_INDEX, attribute_targets
-from vreid.data.image_datasets import holdout_query_gallery, split_holdout
+from vreid.data.image_datasets import ReidImageDataset, holdout_query_gallery, split_holdout
+from vreid.engine.reid import train
 from vreid.engine.trainer import (
     EvalHook,
     GeneratorState,
@@ -58,8 +59,14 @@ from vreid.inference.attributes import (
     attribute_transforms,
     predict_attributes,
 )
+from vreid.models import build_model
 from vreid.models.attributes import AttributeModel
-from vreid.models.checkpoint import check_arch, load_checkpoint
+from vreid.models.checkpoint import (
+    check_arch,
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 
 log = logging.getLogger("vreid.engine")
 
@@ -160,7 +167,6 @@ def finetune_heads(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    from vreid.data.image_datasets import ReidImageDataset
 
     cfg = config.attributes
     dev = training_device(config.runtime.device)  # fixed input size: cuDNN autotunes
@@ -320,7 +326,6 @@ def reid_step_config(config: Config) -> Config:
 
 
 def _build(config: Config, num_ids: int, *, pretrained: bool) -> AttributeModel:
-    from vreid.models import build_model
 
     a = config.attributes
     model = build_model(
@@ -353,9 +358,6 @@ def _train_reid_step(
     ``resume``: continue ``out_dir``'s run from its ``last.pt`` (start it again when it has none).
     Returns the model (attribute heads at their initialisation) and a summary.
     """
-    from vreid.data import ReidDataset
-    from vreid.engine.reid import train
-    from vreid.models.checkpoint import load_state_dict_checked
 
     query, gallery = holdout_query_gallery(held_recs)
     splits = {"train": list(train_recs)}
@@ -416,7 +418,6 @@ def train_attributes(
         ConfigError / DatasetError / CheckpointError: bad settings, data or run directory.
         NonFiniteLossError: a step's loss became NaN or infinite.
     """
-    from vreid.models.checkpoint import save_checkpoint
 
     cfg = config.attributes
     root = _labelled_root(config)

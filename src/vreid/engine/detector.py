@@ -40,12 +40,16 @@ from vreid.engine.trainer import (
     seeded_generator,
     training_device,
 )
+from vreid.inference.crop import detect_crop_boxes
+from vreid.inference.select import box_iou
 from vreid.models.checkpoint import load_checkpoint
 from vreid.models.detectors import (
     CHECKPOINT_KIND,
     VEHICLE_CATEGORIES,
+    LoadedDetector,
     build_detector,
     detector_names,
+    load_detector,
 )
 
 TRUE_BOXES_FILE = "vehicle_boxes.csv"
@@ -314,8 +318,6 @@ def train_detector(
         options = {"min_size": int(image_size), "max_size": 2 * int(image_size)}
     start_state = None
     if init_from is not None:
-        from vreid.models.detectors import load_detector
-
         initial = load_detector(detector, init_from)
         start_state = initial.model.state_dict()
         if image_size is None:
@@ -383,7 +385,6 @@ def train_detector(
     }
 
     held_out = _held_out_items(data_root, held_out_splits)
-    from vreid.models.detectors import LoadedDetector
 
     eval_seconds = [0.0]  # the result's `seconds` are training time, as before
 
@@ -516,8 +517,6 @@ def evaluate_boxes(
 
     Images where nothing is found get the whole image as their box (what cropping would keep).
     """
-    from vreid.inference.crop import detect_crop_boxes
-    from vreid.inference.select import box_iou
 
     ious = []
     for start in range(0, len(items), batch_size):

@@ -12,8 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from vreid.data.image_datasets import ReidImageDataset
 from vreid.data.records import ImageRecord
+from vreid.data.transforms import build_transforms
 from vreid.inference.extract import eval_loader, extract_features
+from vreid.retrieval.distance import pairwise_distances
+from vreid.retrieval.metrics import evaluate
 
 
 def evaluate_model(
@@ -36,10 +40,6 @@ def evaluate_model(
     Features come from :func:`extract_features`; distances and metrics from
     :mod:`vreid.retrieval` (``pairwise_distances``, ``evaluate`` with ``protocol``).
     """
-    from vreid.data.image_datasets import ReidImageDataset
-    from vreid.data.transforms import build_transforms
-    from vreid.retrieval.distance import pairwise_distances
-    from vreid.retrieval.metrics import evaluate
 
     transform = build_transforms(tuple(image_size), train=False)
     feats = []

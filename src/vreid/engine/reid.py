@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from vreid.core.artefacts import new_run_dir, write_text_atomic
 from vreid.core.config import Config, save_config
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError
+from vreid.data import load_from_config
 from vreid.data.image_datasets import (
     ReidImageDataset,
     holdout_query_gallery,
@@ -45,6 +46,10 @@ from vreid.data.image_datasets import (
     split_holdout,
 )
 from vreid.data.records import ImageRecord, ReidDataset
+from vreid.data.sampler import PKSampler
+from vreid.data.transforms import build_transforms
+from vreid.engine.evaluation import evaluate_model
+from vreid.engine.losses import ReidLoss
 from vreid.engine.trainer import (
     Distributed,
     EvalHook,
@@ -137,7 +142,6 @@ def _load_training_dataset(config: Config, dataset: ReidDataset | None) -> ReidD
             "data.root is not set: point it at a dataset (--set data.root=DIR; make one with "
             "`vreid synth OUT`) or pass a dataset to train()"
         )
-    from vreid.data import load_from_config
 
     return load_from_config(config.data)
 
@@ -162,7 +166,6 @@ def _check_pk(num_ids: int, config: Config, ddp: Distributed, source: str) -> No
 def _make_train_loader(
     train_set: ReidImageDataset, config: Config, ddp: Distributed, device: torch.device
 ) -> tuple[DataLoader, Any]:
-    from vreid.data.sampler import PKSampler
 
     sampler = PKSampler(
         train_set.labels,
@@ -185,7 +188,6 @@ def _make_train_loader(
 
 
 def _train_transform(config: Config) -> Any:
-    from vreid.data.transforms import build_transforms
 
     return build_transforms(
         tuple(config.model.image_size), train=True, **config.train.augment.model_dump()
@@ -364,7 +366,6 @@ def _train(
         )
 
     # -- optimisation -------------------------------------------------------------------------
-    from vreid.engine.losses import ReidLoss
 
     criterion = ReidLoss(
         triplet_weight=tc.triplet_weight,
@@ -448,7 +449,6 @@ def _train(
 
 
 def _evaluate(model: nn.Module, data: ReidDataset, kwargs: dict[str, Any], show: bool) -> dict:
-    from vreid.engine.evaluation import evaluate_model
 
     res = evaluate_model(model, data["query"], data["gallery"], progress=show, **kwargs)
     cmc = list(res.get("cmc", []))

@@ -66,6 +66,7 @@ from torch.utils.data import DataLoader
 from vreid.core.artefacts import write_json_atomic
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, NonFiniteLossError
+from vreid.core.progress import progress_bar
 from vreid.data.image_datasets import worker_errors
 from vreid.models.checkpoint import (
     load_state_dict_checked,
@@ -653,7 +654,6 @@ class ProgressBarHook(HookBase):
         self._task: Any = None
 
     def before_epoch(self) -> None:
-        from vreid.core.progress import progress_bar
 
         t = self.trainer
         self._bar = progress_bar(disable=not t.show)
