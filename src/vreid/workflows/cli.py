@@ -788,16 +788,16 @@ app.add_typer(config_app, name="config")
 def _print_results(metrics: dict | None, run_dir: Path) -> None:
     from rich.table import Table
 
-    from vreid.workflows.report.html import results_table_rows
+    from vreid.workflows.report.html import map_header, results_table_rows, run_labels
 
     out = Console()
     if not metrics:
         out.print(f"no metrics (the query/gallery split has no ground truth); run in {run_dir}")
         return
     table = Table(title=f"Results ({run_dir})")
-    for col in ("Method", "mAP@100", "mAP full", "R1", "R5", "R10", "mINP"):
+    for col in ("Method", map_header(metrics), "mAP full", "R1", "R5", "R10", "mINP"):
         table.add_column(col, justify="left" if col == "Method" else "right")
-    for _, label, values in results_table_rows(metrics):
+    for _, label, values in results_table_rows(metrics, run_labels(run_dir)):
         table.add_row(label, *values)
     out.print(table)
     index = run_dir / "report" / "index.html"

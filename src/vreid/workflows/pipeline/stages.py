@@ -500,6 +500,47 @@ def _metadata_enabled(ctx: PipelineContext) -> bool:
     return ctx.config.pipeline.attributes and (r.gamma_type > 0 or r.gamma_colour > 0)
 
 
+_NAMES = {
+    "glamor": "GLAMOR",
+    "counter_glamor": "Counter GLAMOR",
+    "resnet18": "ResNet-18",
+    "resnet34": "ResNet-34",
+    "resnet50": "ResNet-50",
+    "resnet101": "ResNet-101",
+    "resnext50_32x4d": "ResNeXt50 32×4d",
+    "resnext101_32x8d": "ResNeXt101 32×8d",
+}
+
+
+def model_label(name: str, config: Config) -> str:
+    """What was built, in words: ``GLAMOR (ResNet-18 trunk)``, ``ResNet-18 (plain trunk, same
+    head as GLAMOR)`` — a baseline row is labelled by the trunk it really has."""
+    trunk = config.model.backbone
+    pretty = _NAMES.get(name, name)
+    if name in ("glamor", "counter_glamor"):
+        return f"{pretty} ({_NAMES.get(trunk or 'resnet50', trunk)} trunk)"
+    built = _NAMES.get(trunk or name, trunk or name)
+    return f"{built} (plain trunk, same head as GLAMOR)"
+
+
+def row_labels(config: Config, rows: list[str], members: list[str]) -> dict[str, str]:
+    """Display names of a run's rows: models by what was built, the ensemble by its members."""
+    weights = config.retrieval.ensemble_weights or [1] * len(members)
+    ratio = ":".join(f"{w:g}" for w in weights)
+    labels = {}
+    for row in rows:
+        if row == COLOUR_HISTOGRAM:
+            labels[row] = "Colour-histogram baseline (floor)"
+        elif row == UNTRAINED:
+            labels[row] = f"Untrained {model_label(members[0], config)} (random weights)"
+        elif row in config.pipeline.models:
+            labels[row] = model_label(row, config)
+        elif row == "ensemble":
+            names = " + ".join(_NAMES.get(m, m) for m in members)
+            labels[row] = f"Ensemble ({names}, {ratio})" if len(members) > 1 else names
+    return labels
+
+
 def retrieval_settings(ctx: PipelineContext) -> RetrievalConfig:
     """``retrieval`` as the chain runs it: with the ``tune`` stage's chosen values when
     ``tune.enabled``."""
@@ -614,6 +655,7 @@ def stage_distances(ctx: PipelineContext) -> list[Path]:
             p.unlink()
     info = {
         "rows": rows,
+        "labels": row_labels(cfg, rows, members),
         "final": chain.final,
         "steps": chain.steps,
         "tuned": cfg.tune.enabled,

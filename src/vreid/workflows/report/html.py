@@ -119,8 +119,12 @@ def row_label(key: str) -> str:
     return dict(TABLE_ROWS).get(key, key)
 
 
-def results_table_rows(metrics: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
-    """``(key, label, [mAP@100, mAP full, R1, R5, R10, mINP])`` per row present, in table order."""
+def results_table_rows(
+    metrics: dict[str, Any], labels: dict[str, str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """``(key, label, [mAP@top, mAP full, R1, R5, R10, mINP])`` per row present, in table order;
+    ``labels`` (a run's ``distances/rows.json``) name the rows by what was built."""
+    labels = labels or {}
     keys = [k for k, _ in TABLE_ROWS if k in metrics]
     keys += [k for k in metrics if k not in dict(TABLE_ROWS)]
     out = []
@@ -135,7 +139,7 @@ def results_table_rows(metrics: dict[str, Any]) -> list[tuple[str, str, list[str
         out.append(
             (
                 key,
-                row_label(key),
+                labels.get(key) or row_label(key),
                 [
                     _pct(m.get("mAP")),
                     _pct(full.get("mAP")),
@@ -165,17 +169,49 @@ def _img(src: str, alt: str) -> str:
     return f'<p><img src="{_esc(src)}" alt="{_esc(alt)}"></p>'
 
 
-def _results_section(metrics: dict[str, Any]) -> _Section:
-    rows = results_table_rows(metrics)
-    headers = ["Method", "mAP (AIC, top 100)", "mAP (full)", "Rank-1", "Rank-5", "Rank-10", "mINP"]
+def map_header(metrics: dict[str, Any]) -> str:
+    """The first mAP column's name, from what the metrics were computed with."""
+    first = next(iter(metrics.values()), {})
+    protocol, top = first.get("protocol", "aic"), first.get("max_rank", 100)
+    return {"aic": f"mAP (AIC, top {top})", "veri": "mAP (VeRi protocol)"}.get(
+        protocol, f"mAP (top {top})"
+    )
+
+
+#: The paper's own Table 2 (Truong et al. 2020, AIC20 Track 2 test set, their data and GPUs).
+PAPER_TABLE = [
+    ("ResNet-50", "29.4", "45.9"),
+    ("ResNeXt101", "32.0", "48.8"),
+    ("GLAMOR + Counter GLAMOR + metadata re-ranking (theirs)", "37.3", "52.6"),
+]
+
+
+def _results_section(metrics: dict[str, Any], labels: dict[str, str] | None = None) -> _Section:
+    rows = results_table_rows(metrics, labels)
+    headers = ["Method", map_header(metrics), "mAP (full)", "Rank-1", "Rank-5", "Rank-10", "mINP"]
     valid = {m.get("num_valid_queries") for m in metrics.values()} - {None}
     note = (
-        '<p class="note">Percentages. AIC mAP: AP over the top 100 divided by the number of true '
-        "matches; full: AP over the whole gallery. Queries evaluated: "
+        '<p class="note">Percentages. The first mAP: AP over the top ranks divided by the number '
+        "of true matches (AIC); full: AP over the whole gallery. Queries evaluated: "
         f"{_esc(', '.join(str(v) for v in sorted(valid)) or 'n/a')}.</p>"
     )
     body = _table(headers, [[label, *vals] for _, label, vals in rows]) + note
+    body += (
+        "<h3>For reference: the paper's Table 2, on AIC20 (not this run's data)</h3>"
+        + _table(["Method (paper)", "mAP", "Rank-1"], [list(r) for r in PAPER_TABLE])
+        + '<p class="note">Truong, Dang, Ye, Nguyen, Mei, "Image-based Vehicle Re-identification '
+        'Model with Adaptive Attention Modules and Metadata Re-ranking", AI City Challenge 2020 '
+        "(CVPR Workshops), arXiv:2007.01818; GLAMOR: Suprem &amp; Pu, arXiv:2002.02256; "
+        "k-reciprocal re-ranking: Zhong et al., CVPR 2017. Their numbers come from their data, "
+        "ImageNet weights and GPU budget; they are not comparable with the rows above.</p>"
+    )
     return _Section("Results (Table 2 of the paper, on this run's data)", body)
+
+
+def run_labels(run_dir: Path) -> dict[str, str]:
+    """The row labels a pipeline run wrote (``distances/rows.json``), if any."""
+    f = run_dir / "distances" / "rows.json"
+    return dict(_read_json(f).get("labels", {})) if f.is_file() else {}
 
 
 def _cmc_section(metrics: dict[str, Any], out: Path) -> _Section:
@@ -526,7 +562,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     sections: list[_Section | None] = [
-        _results_section(metrics),
+        _results_section(metrics, run_labels(run_dir)),
         _cmc_section(metrics, out),
         _ranklist_section(run_dir, out, num_rank_lists),
         _training_section(run_dir, out),
