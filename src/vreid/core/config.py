@@ -40,20 +40,16 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------------------------
 # data (issue 2)
+DatasetFormat = Literal[
+    "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "veriwild", "folder"
+]
+"""Every dataset format vreid reads (``vreid.data.load_dataset``); ``auto`` detects one."""
+
+
 class DataConfig(Section):
     root: Path | None = None
     """Root of the main re-id dataset (train / query / gallery). ``None``: the built-in synthetic set."""
-    format: Literal[
-        "auto",
-        "aic20",
-        "aic20-sim",
-        "aic21",
-        "aic21-sim",
-        "veri776",
-        "vehicleid",
-        "veriwild",
-        "folder",
-    ] = "auto"
+    format: Literal["auto"] | DatasetFormat = "auto"
     """Dataset format of ``root``; ``auto`` detects it from the files present."""
     sim_root: Path | None = None
     """Root of the synthetic pre-training dataset (AIC simulation layout); ``None`` skips pre-training."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vreid.core.config import DataConfig, DatasetFormat
 from vreid.core.errors import DatasetError
 from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
 from vreid.data.folder import read_folder
@@ -15,19 +17,7 @@ from vreid.data.vehicleid import read_vehicleid
 from vreid.data.veri import read_veri
 from vreid.data.veriwild import read_veriwild
 
-if TYPE_CHECKING:
-    from vreid.core.config import DataConfig
-
-FORMATS: tuple[str, ...] = (
-    "aic20",
-    "aic20-sim",
-    "aic21",
-    "aic21-sim",
-    "veri776",
-    "vehicleid",
-    "veriwild",
-    "folder",
-)
+FORMATS: tuple[str, ...] = typing.get_args(DatasetFormat)
 """Every format :func:`load_dataset` reads (besides ``auto``)."""
 
 _VERI_MARKERS = ("list_color.txt", "list_type.txt", "gt_index.txt", "jk_index.txt", "camera_ID.txt")

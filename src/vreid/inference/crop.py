@@ -40,6 +40,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vreid.core.artefacts import atomic_path, write_json_atomic, write_text_atomic
+from vreid.core.config import CropConfig
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, DatasetError
 from vreid.core.progress import progress_bar
@@ -565,6 +566,18 @@ def crop_folder(
 
 # Folder of each split in the AIC layouts (vehicle_boxes.csv names the split, not the folder).
 _AIC_SPLIT_DIRS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}
+
+
+def crop_settings(crop: CropConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`crop_dataset` / :func:`crop_folder` that the ``crop``
+    config section sets (detector, weights, margin, min_score, batch_size)."""
+    return {
+        "detector": crop.detector,
+        "weights": crop.weights,
+        "margin": crop.margin,
+        "min_score": crop.min_score,
+        "batch_size": crop.batch_size,
+    }
 
 
 def crop_dataset(

@@ -317,7 +317,7 @@ def crop_command(
 
     Resumable: run the same command again to finish an interrupted run.
     """
-    from vreid.inference.crop import crop_dataset, crop_folder
+    from vreid.inference.crop import crop_dataset, crop_folder, crop_settings
 
     cfg = _config(
         config,
@@ -329,14 +329,9 @@ def crop_command(
         crop__batch_size=batch_size,
         runtime__device=device,
     )
-    c = cfg.crop
     kwargs = {
-        "detector": c.detector,
-        "weights": c.weights,
-        "margin": c.margin,
-        "min_score": c.min_score,
+        **crop_settings(cfg.crop),
         "device": cfg.runtime.device,
-        "batch_size": c.batch_size,
         "workers": workers,
         "progress": sys.stderr.isatty(),
     }

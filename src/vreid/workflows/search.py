@@ -39,7 +39,7 @@ from vreid.data.files import IMAGE_SUFFIXES
 from vreid.data.image_datasets import image_paths
 from vreid.data.records import ImageRecord
 from vreid.inference.attributes import attribute_features
-from vreid.inference.crop import crop_folder
+from vreid.inference.crop import crop_folder, crop_settings
 from vreid.inference.extract import Extractor
 from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.submission import top_indices
@@ -89,16 +89,11 @@ def _cropped(
         src.mkdir(parents=True)
         shutil.copy2(images[0], src / images[0].name)
         images = [src / images[0].name]
-    c = config.crop
     crop_folder(
         src,
         dst,
-        detector=c.detector,
-        weights=c.weights,
-        margin=c.margin,
-        min_score=c.min_score,
+        **crop_settings(config.crop),
         device=device,
-        batch_size=c.batch_size,
         progress=progress,
     )
     return [dst / p.relative_to(src) for p in images]

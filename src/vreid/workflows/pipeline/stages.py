@@ -48,7 +48,7 @@ from vreid.inference.attributes import (
     attribute_features,
     extract_attribute_features,
 )
-from vreid.inference.crop import crop_dataset
+from vreid.inference.crop import crop_dataset, crop_settings
 from vreid.inference.extract import Extractor, extract_split
 from vreid.inference.features import save_features
 from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
@@ -211,7 +211,6 @@ def crop_inputs(
     same settings resumes.
     """
 
-    c = ctx.config.crop
     # which sets are cropped does not change a set's crops: leave it out, so they are reused
     crop = {k: v for k, v in config_values(ctx.config, ["crop"])["crop"].items() if k != "sets"}
     tag = hash_obj({**crop, **_crop_weights(ctx.config)})[:12]
@@ -228,11 +227,7 @@ def crop_inputs(
             crop_dataset(
                 src,
                 dst,
-                detector=c.detector,
-                weights=c.weights,
-                margin=c.margin,
-                min_score=c.min_score,
-                batch_size=c.batch_size,
+                **crop_settings(ctx.config.crop),
                 device=device,
                 format=fmt,
                 progress=ctx.progress,
