@@ -30,6 +30,10 @@ _AUTO_REFUSED = (
 )
 
 
+AmpMode = Literal["off", "bf16", "fp16"]
+"""Mixed precision of a training: off, or autocast to bf16/fp16 (fp16 on CUDA only)."""
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
@@ -137,7 +141,7 @@ class DetectorConfig(Section):
     """Detector input size (shorter side) for training and later cropping; ``None``: torchvision's."""
     seed: int = 0
     """Seed of initialisation and sampling."""
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: AmpMode = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
 
 
@@ -239,7 +243,7 @@ class TrainConfig(Section):
     """Soft-margin triplet loss log(1 + exp(d_ap − d_an)) instead of the hinge with ``margin``."""
     augment: AugmentConfig = AugmentConfig()
     """Training augmentation."""
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: AmpMode = "off"
     """Mixed precision on CUDA (bf16/fp16); on CPU only bf16 is honoured."""
     seed: int = 0
     """Seed for sampling, augmentation and initialisation."""
