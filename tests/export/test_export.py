@@ -167,3 +167,22 @@ def test_extractor_refuses_a_foreign_onnx_file(tmp_path):
     garbage.write_text("nonsense")
     with pytest.raises(CheckpointError, match=r"garbage\.onnx: not a readable ONNX model"):
         Extractor(garbage, device="cpu")
+
+
+def test_search_takes_the_onnx_file(exported, tiny_checkpoint, tiny_synth, tmp_path):
+    from vreid.workflows.search import search_images
+
+    query, gallery = tmp_path / "query", tmp_path / "gallery"
+    for folder, source, n in ((query, "image_query", 3), (gallery, "image_test", 12)):
+        folder.mkdir()
+        for p in sorted((tiny_synth / "real" / source).iterdir())[:n]:
+            (folder / p.name).write_bytes(p.read_bytes())
+    cfg = load_config(None, ["runtime.device=cpu", "retrieval.rerank=false", "retrieval.top=5"])
+    runs = [
+        search_images([model], query, gallery, tmp_path / name, config=cfg, progress=False)
+        for name, model in (("pt", tiny_checkpoint), ("onnx", exported.onnx))
+    ]
+    np.testing.assert_allclose(runs[0].distances, runs[1].distances, atol=1e-4)
+    assert json.loads((runs[1].out_dir / "search.json").read_text())["checkpoints"] == [
+        str(exported.onnx.resolve())
+    ]

@@ -217,8 +217,9 @@ class Extractor:
             ahead.
         amp: ``"off"`` (float32, the default), ``"bf16"`` (autocast to bfloat16, CPU or CUDA) or
             ``"fp16"`` (CUDA only; ignored on the CPU).
-        channels_last: run the model in channels-last memory format (often faster on the CPU with
-            bf16 and on CUDA; the features are the same up to float rounding).
+        channels_last: run the model in channels-last memory format; ``None`` (default) = on for a
+            checkpoint on the CPU, where it was measured faster (docs/readme/extraction.md), off
+            elsewhere. The features are the same up to float rounding.
         prefetch_factor: batches each worker decodes ahead (torch's default, 2, when None).
         progress: show a progress bar when extracting.
     """
@@ -233,7 +234,7 @@ class Extractor:
         *,
         num_workers: int = 0,
         amp: str = "off",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         prefetch_factor: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -273,6 +274,8 @@ class Extractor:
                 if self.device.type == "cuda" or amp == "bf16"
                 else None
             )
+            if channels_last is None:
+                channels_last = self.device.type == "cpu"
             self.channels_last = bool(channels_last)
             if self.channels_last:
                 self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
