@@ -145,22 +145,27 @@ def main() -> None:
             ex = Extractor(ckpt, device="cpu", batch_size=args.batch, **options)  # type: ignore[arg-type]
             return lambda p: ex(p)
 
-        rows["Extractor fp32, workers 0"] = ("fp32", extractor(num_workers=0))
-        rows[f"Extractor fp32, workers {w}"] = ("fp32", extractor(num_workers=w))
-        rows[f"Extractor fp32 channels-last, workers {w}"] = (
+        rows["Extractor fp32 channels-first, workers 0"] = (
             "fp32",
-            extractor(num_workers=w, channels_last=True),
+            extractor(num_workers=0, channels_last=False),
         )
-        rows[f"Extractor bf16, workers {w}"] = ("bf16", extractor(num_workers=w, amp="bf16"))
+        rows["Extractor fp32 (default: channels-last), workers 0"] = ("fp32", extractor())
+        rows[f"Extractor fp32 channels-last, workers {w}"] = ("fp32", extractor(num_workers=w))
+        rows[f"Extractor bf16 channels-first, workers {w}"] = (
+            "bf16",
+            extractor(num_workers=w, amp="bf16", channels_last=False),
+        )
         rows[f"Extractor bf16 channels-last, workers {w}"] = (
             "bf16",
-            extractor(num_workers=w, amp="bf16", channels_last=True),
+            extractor(num_workers=w, amp="bf16"),
         )
         if not args.no_onnx:
             try:
                 from vreid.workflows.export import export_onnx
 
-                onnx = export_onnx(ckpt, folder / "model.onnx", batch=4).onnx
+                exported = export_onnx(ckpt, folder / "model.onnx", batch=8)
+                onnx = exported.onnx
+                print(exported.summary().splitlines()[1])
                 rows[f"Extractor .onnx (onnxruntime), workers {w}"] = (
                     "fp32",
                     lambda p, ex=Extractor(onnx, device="cpu", batch_size=args.batch, num_workers=w): (
@@ -192,7 +197,7 @@ def main() -> None:
             f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, load average "
             f"{load:.1f} at the end; torch {torch.__version__}; best of {args.repeat}\n"
         )
-        header = f"{'row':<44} {'images/s':>9} {'× ref':>6} {'max abs Δ':>10} {'max rel Δ':>10}  ok"
+        header = f"{'row':<50} {'images/s':>9} {'× ref':>6} {'max abs Δ':>10} {'max rel Δ':>10}  ok"
         print(header)
         print("-" * len(header))
         for name, (precision, _) in rows.items():
@@ -201,7 +206,7 @@ def main() -> None:
             rel = float(((feats[name] - ref).norm(dim=1) / ref.norm(dim=1)).max())
             ok = diff <= 1e-5 if precision == "fp32" else rel <= 1e-3
             print(
-                f"{name:<44} {speed:>9.1f} {speed / ref_speed:>6.2f} {diff:>10.2e} {rel:>10.2e}"
+                f"{name:<50} {speed:>9.1f} {speed / ref_speed:>6.2f} {diff:>10.2e} {rel:>10.2e}"
                 f"  {'ok' if ok else 'FAIL'}"
             )
 

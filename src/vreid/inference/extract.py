@@ -191,6 +191,16 @@ class OnnxFeatureModel(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
+def auto_workers(images: Sequence[Any], batch_size: int) -> int:
+    """Decoding workers for ``images``: half the CPU cores (1 to 4) when they are files and more
+    than one batch (decoding then overlaps the model; measured in docs/readme/extraction.md),
+    else 0 (images in memory would only be copied to the workers; one batch has nothing to
+    overlap)."""
+    if len(images) <= batch_size or not all(isinstance(i, str | os.PathLike) for i in images):
+        return 0
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
 def is_onnx_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names an ONNX model (by its ``.onnx`` suffix)."""
     return Path(path).suffix.lower() == ".onnx"
@@ -214,7 +224,8 @@ class Extractor:
         normalize: L2-normalise the features.
         num_workers: image-decoding worker processes (0 decodes in the calling process); with
             workers, decoding overlaps the model's compute, ``prefetch_factor`` batches per worker
-            ahead.
+            ahead. ``None`` (default) = :func:`auto_workers`: decoding workers (half the cores, 1
+            to 4) when the images are files and more than one batch, else 0.
         amp: ``"off"`` (float32, the default), ``"bf16"`` (autocast to bfloat16, CPU or CUDA) or
             ``"fp16"`` (CUDA only; ignored on the CPU).
         channels_last: run the model in channels-last memory format; ``None`` (default) = on for a
@@ -232,7 +243,7 @@ class Extractor:
         flip: bool = False,
         normalize: bool = True,
         *,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         amp: str = "off",
         channels_last: bool | None = None,
         prefetch_factor: int | None = None,
@@ -298,11 +309,14 @@ class Extractor:
             hasattr(images, "ndim") and images.ndim in (2, 3) and not isinstance(images, list)
         ):
             images = [images]
-        dataset = ImageListDataset(list(images), self.transform)
+        items = list(images)
+        dataset = ImageListDataset(items, self.transform)
         loader = eval_loader(
             dataset,
             batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=auto_workers(items, self.batch_size)
+            if self.num_workers is None
+            else self.num_workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=self.prefetch_factor,
         )
