@@ -39,7 +39,7 @@ from torchvision.transforms import v2
 
 from vreid.core.config import load_config
 from vreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vreid.inference.extract import Extractor
+from vreid.inference.extract import Extractor, auto_workers
 from vreid.models.checkpoint import (
     arch_from_config,
     build_from_arch,
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="workers of the bf16 rows")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--model", default="glamor")
     parser.add_argument("--backbone", default=None, help="trunk (default: the model's own)")
@@ -145,12 +145,13 @@ def main() -> None:
             ex = Extractor(ckpt, device="cpu", batch_size=args.batch, **options)  # type: ignore[arg-type]
             return lambda p: ex(p)
 
+        auto = auto_workers(paths, args.batch)
         rows["Extractor fp32 channels-first, workers 0"] = (
             "fp32",
             extractor(num_workers=0, channels_last=False),
         )
-        rows["Extractor fp32 (default: channels-last), workers 0"] = ("fp32", extractor())
-        rows[f"Extractor fp32 channels-last, workers {w}"] = ("fp32", extractor(num_workers=w))
+        rows["Extractor fp32 channels-last, workers 0"] = ("fp32", extractor(num_workers=0))
+        rows[f"Extractor fp32 default (channels-last, {auto} worker)"] = ("fp32", extractor())
         rows[f"Extractor bf16 channels-first, workers {w}"] = (
             "bf16",
             extractor(num_workers=w, amp="bf16", channels_last=False),
@@ -166,12 +167,8 @@ def main() -> None:
                 exported = export_onnx(ckpt, folder / "model.onnx", batch=8)
                 onnx = exported.onnx
                 print(exported.summary().splitlines()[1])
-                rows[f"Extractor .onnx (onnxruntime), workers {w}"] = (
-                    "fp32",
-                    lambda p, ex=Extractor(onnx, device="cpu", batch_size=args.batch, num_workers=w): (
-                        ex(p)
-                    ),
-                )
+                onnx_ex = Extractor(onnx, device="cpu", batch_size=args.batch)
+                rows[f"Extractor .onnx (onnxruntime), {auto} worker"] = ("fp32", onnx_ex)
             except Exception as err:  # a missing extra (or a failed export) skips the row
                 print(f"(onnx row skipped: {type(err).__name__}: {str(err)[:120]})")
 

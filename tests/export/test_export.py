@@ -145,3 +145,20 @@ def test_search_takes_the_onnx_file(exported, tiny_checkpoint, tiny_synth, tmp_p
     assert json.loads((runs[1].out_dir / "search.json").read_text())["checkpoints"] == [
         str(exported.onnx.resolve())
     ]
+
+
+def test_cli_extract_takes_the_onnx_file(exported, tiny_checkpoint, tiny_synth, tmp_path):
+    from typer.testing import CliRunner
+
+    from vreid.inference.features import load_features
+    from vreid.workflows.cli import app
+
+    runner = CliRunner()
+    feats = {}
+    for name, model in (("pt", tiny_checkpoint), ("onnx", exported.onnx)):
+        out = tmp_path / name
+        args = ["extract", str(model), str(tiny_synth / "real"), "--out", str(out)]
+        res = runner.invoke(app, [*args, "--splits", "query", "--quiet", "--device", "cpu"])
+        assert res.exit_code == 0, res.output
+        feats[name], _ = load_features(out / "query")
+    np.testing.assert_allclose(feats["pt"], feats["onnx"], atol=1e-4)
