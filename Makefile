@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dataset_read.py
 	$(BIN)/python benchmarks/bench_data_check.py
 	$(BIN)/python benchmarks/crop_quality.py --train-minutes 3
+	$(BIN)/python benchmarks/extract_speed.py
 
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k

@@ -893,6 +893,36 @@ def config_list_cmd() -> None:
 
 
 # ============================================================================================
+# export (issue "The real user's path", part 2): vreid export CKPT --out model.onnx
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `vreid train`.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The ONNX file to write (name ending in .onnx).")
+    ],
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 20,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Images in the onnxruntime-vs-torch check.")
+    ] = 8,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT (and its .json).")
+    ] = False,
+) -> None:
+    """Export CHECKPOINT's re-id model to ONNX (dynamic batch) and verify it with onnxruntime.
+
+    The features of onnxruntime and torch are compared on a batch of the checkpoint's input size;
+    the numbers are printed and written to OUT.json. `vreid.Extractor` and `vreid search` take the
+    .onnx file in place of the checkpoint.
+    """
+    from vreid.workflows.export import export_onnx
+
+    result = export_onnx(checkpoint, out, opset=opset, batch=batch, overwrite=overwrite)
+    typer.echo(result.summary())
+
+
+# ============================================================================================
 
 
 def main() -> None:
