@@ -30,6 +30,8 @@ is not handled here: callers fall back to the full :func:`rerank` then.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -39,6 +41,20 @@ ArrayLike = np.ndarray | torch.Tensor
 
 #: neighbours kept per gallery item beyond k1 + 1 (margin for ties; lets look-ups hit the list)
 DEFAULT_K = 40
+
+
+#: seconds per phase (and row counts) of the last query: for benchmarks
+timings: dict[str, float] = {}
+
+
+class _Laps:
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = now - self.last
+        self.last = now
 
 
 def _safe(m: torch.Tensor) -> torch.Tensor:
@@ -143,7 +159,7 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 def _v_rows(rows: torch.Tensor, ranks: torch.Tensor, k1: int, dvals) -> _Sparse:
     """V rows (softmax of −D over the expanded k-reciprocal set) of ``rows`` from the rank table
-    ``ranks`` (N, ≥ k1 + 1; row i = item i's list). ``dvals(rows, members)`` → D values."""
+    ``ranks`` (N, ≥ k1 + 1; row i = item i's list). ``dvals(rows, members, present)`` → D values (needed where ``present``)."""
     n = ranks.shape[0]
     k1p = min(k1 + 1, n)
     khp = min(round(k1 / 2) + 1, n)
@@ -164,7 +180,7 @@ def _v_rows(rows: torch.Tensor, ranks: torch.Tensor, k1: int, dvals) -> _Sparse:
     dup = torch.zeros_like(members, dtype=torch.bool)
     dup[:, 1:] = members[:, 1:] == members[:, :-1]
     present = (members >= 0) & ~dup
-    d = dvals(rows, members.clamp_min(0))
+    d = dvals(rows, members.clamp_min(0), present)
     w = torch.where(present, torch.exp(-d), torch.zeros_like(d))
     w = w / w.sum(1, keepdim=True)
     return _Sparse.from_counts(present.sum(1), members[present], w[present])
@@ -227,14 +243,16 @@ class NeighbourGraph:
             out[s : s + step] = (self.sqnorm[x] + self.sqnorm[y] - 2.0 * dot).clamp_min_(0.0)
         return out
 
-    def _lookup_d(self, rows: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-        """d(rows[b], members[b, j]) for gallery indices: the stored list when there, else the
-        features."""
+    def _lookup_d(
+        self, rows: torch.Tensor, members: torch.Tensor, needed: torch.Tensor
+    ) -> torch.Tensor:
+        """d(rows[b], members[b, j]) for gallery indices where ``needed``: the stored list when
+        there, else the features (other entries: arbitrary)."""
         srt = self._by_index[rows]
         pos = torch.searchsorted(srt, members).clamp_max_(srt.shape[1] - 1)
         hit = srt.gather(1, pos) == members
         vals = self._d_by_index[rows].gather(1, pos)
-        miss = ~hit
+        miss = needed & ~hit
         if bool(miss.any()):
             mi, mj = miss.nonzero(as_tuple=True)
             vals[mi, mj] = self._pair_d(rows[mi], members[mi, mj])
@@ -254,8 +272,8 @@ class NeighbourGraph:
         self._d_by_index = self.dists.gather(1, order)
         m = _safe(self.rowmax)
 
-        def dvals(rows: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-            return self._lookup_d(rows, members) / m[rows, None]
+        def dvals(rows: torch.Tensor, members: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+            return self._lookup_d(rows, members, need) / m[rows, None]
 
         chunk = max(1, (1 << 21) // ((k1 + 1) * (round(k1 / 2) + 1) ** 2))
         parts = [
@@ -311,9 +329,7 @@ class NeighbourGraph:
             out_counts.append(torch.bincount(uniq // n_cols, minlength=r.shape[0]))
             out_cols.append(uniq % n_cols)
             out_vals.append(summed / k2p)
-        return _Sparse.from_counts(
-            torch.cat(out_counts), torch.cat(out_cols), torch.cat(out_vals)
-        )
+        return _Sparse.from_counts(torch.cat(out_counts), torch.cat(out_cols), torch.cat(out_vals))
 
     @property
     def nbytes(self) -> int:
@@ -343,7 +359,9 @@ class NeighbourGraph:
         dev = self.device
         with torch.no_grad():
             qv = torch.as_tensor(np.asarray(query) if not torch.is_tensor(query) else query)
+            lap = _Laps()
             dq = self.query_distances(qv.reshape(-1))  # (g,)
+            lap("query distances")
             # the query's row: D over all items (itself first, at 0)
             dq_row = dq / _safe(dq.max())
             d_full = torch.cat([torch.zeros(1, device=dev), dq_row])
@@ -354,71 +372,131 @@ class NeighbourGraph:
             d_gq = dq / m_new
             w = min(max(k1 + 1, k2), n)
             cut = min(self.k, w)
-            listed = self.dists[:, :cut] / m_new[:, None]
-            p = (listed < d_gq[:, None]).sum(1)  # q's position in row i's list
-            # the new rank table in item indexing (q = 0, gallery j = j + 1), width w
-            old = self.indices[:, :cut] + 1
+            # rows where the query takes a place among the first w (strict <: it wins ties)
             if cut < w:  # a gallery smaller than w: every list holds every item
-                old = torch.cat([old, torch.zeros((g, w - cut), dtype=torch.long, device=dev)], 1)
+                r_rows = torch.arange(g, device=dev)
+            else:
+                r_rows = (d_gq <= self.dists[:, cut - 1] / m_new).nonzero().squeeze(1)
+            listed = self.dists[r_rows, :cut] / m_new[r_rows, None]
+            p = (listed < d_gq[r_rows, None]).sum(1)  # q's position in those rows' lists
+            old = self.indices[r_rows, :cut] + 1
+            if cut < w:
+                pad = torch.zeros((old.shape[0], w - cut), dtype=torch.long, device=dev)
+                old = torch.cat([old, pad], 1)
             t = torch.arange(w, device=dev)[None]
             src = (t - (t > p[:, None]).long()).clamp_max_(old.shape[1] - 1)
-            gallery_ranks = torch.where(t == p[:, None], 0, old.gather(1, src))
-            q_order = torch.sort(dq_row, stable=True).indices[: w - 1] + 1
+            new_lists = torch.where(t == p[:, None], 0, old.gather(1, src))
+            # the query's own list: every entry up to the (w-1)-th value, sorted with ties by index
+            kth = dq_row.topk(min(w - 1, g), largest=False, sorted=False).values.max()
+            top_i = (dq_row <= kth).nonzero().squeeze(1)
+            q_order = _sort_rows(dq_row[top_i][None], top_i[None])[1][0][: w - 1] + 1
             q_ranks = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), q_order])
-            ranks = torch.cat([q_ranks[None], gallery_ranks])  # (n, w)
+            # the rank table in item indexing (q = 0, gallery j = j + 1), width w: the stored
+            # base with the query's row and the changed rows written in, restored afterwards
+            ranks = self._base_ranks(w)
+            before = torch.get_num_threads()
+            if dev.type == "cpu":  # small operations: one thread (others only add sync)
+                torch.set_num_threads(1)
+            saved = ranks[r_rows + 1].clone()
+            ranks[0, : q_ranks.shape[0]] = q_ranks
+            ranks[r_rows + 1] = new_lists
+            try:
+                return self._rerank_rest(
+                    ranks,
+                    r_rows,
+                    p,
+                    dq,
+                    dq_row,
+                    d_full,
+                    m_new,
+                    m_changed,
+                    k1,
+                    k2,
+                    lambda_value,
+                    lap,
+                )
+            finally:
+                ranks[r_rows + 1] = saved
+                torch.set_num_threads(before)
 
-            # A: the rows whose V changes
-            k1p = min(k1 + 1, n)
-            changed = torch.zeros(n, dtype=torch.bool, device=dev)
-            changed[0] = True
-            changed[1:] = p < k1p
-            a1 = changed | changed[ranks[:, :k1p]].any(1)
-            affected = a1 | a1[ranks[:, :k1p]].any(1)
-            affected[1:] |= m_changed
-            a_rows = affected.nonzero().squeeze(1)
+    def _base_ranks(self, w: int) -> torch.Tensor:
+        """(g + 1, w) item-indexed lists of the gallery (row 0: room for the query)."""
+        if getattr(self, "_base", None) is None or self._base.shape[1] != w:
+            g = self.size
+            body = self.indices[:, : min(self.k, w)] + 1
+            if body.shape[1] < w:
+                pad = torch.zeros((g, w - body.shape[1]), dtype=torch.long, device=self.device)
+                body = torch.cat([body, pad], 1)
+            head = torch.zeros((1, w), dtype=torch.long, device=self.device)
+            self._base = torch.cat([head, body])
+        return self._base
 
-            def dvals(rows: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-                out = torch.empty(members.shape, device=dev)
-                is_q = rows == 0
-                out[is_q] = d_full[members[is_q]]
-                gr = ~is_q
-                gi, gm = rows[gr] - 1, members[gr]
-                mq = gm == 0
-                dd = self._lookup_d(gi, (gm - 1).clamp_min(0))
-                dd = torch.where(mq, dq[gi][:, None], dd)
-                out[gr] = dd / m_new[gi][:, None]
-                return out
+    def _rerank_rest(
+        self, ranks, r_rows, p, dq, dq_row, d_full, m_new, m_changed, k1, k2, lambda_value, lap
+    ) -> torch.Tensor:
+        g = self.size
+        n = g + 1
+        dev = self.device
+        lap("lists")
+        # A: the rows whose V changes
+        k1p = min(k1 + 1, n)
+        changed = torch.zeros(n, dtype=torch.bool, device=dev)
+        changed[0] = True
+        changed[r_rows[p < k1p] + 1] = True
+        a1 = changed | changed[ranks[:, :k1p]].any(1)
+        affected = a1 | a1[ranks[:, :k1p]].any(1)
+        affected[1:] |= m_changed
+        a_rows = affected.nonzero().squeeze(1)
 
-            new_v = _v_rows(a_rows, ranks, k1, dvals)
-            # V_qe for the rows whose top-k2 meets A
-            if k2 != 1:
-                k2p = min(k2, n)
-                qe = affected[ranks[:, :k2p]].any(1)
-                qe[0] = True
-                qe_rows = qe.nonzero().squeeze(1)
-                new_qe = self._expand(qe_rows, ranks, k2, a_rows, new_v)
-            else:
-                qe_rows, new_qe = a_rows, new_v
-            # the query's V_qe row (qe_rows[0] == 0)
-            q_cols = new_qe.col[new_qe.ptr[0] : new_qe.ptr[1]]
-            q_vals = new_qe.val[new_qe.ptr[0] : new_qe.ptr[1]]
-            # Jaccard overlap from the stored inverted index (gallery columns = item cols − 1)
-            overlap = torch.zeros(g, device=dev)
-            gal = q_cols >= 1
-            cols_g, vals_g = q_cols[gal] - 1, q_vals[gal]
-            owner, rows_hit, vals_hit = self.vqe_cols.gather(cols_g)
-            overlap.index_add_(0, rows_hit, torch.minimum(vals_g[owner], vals_hit))
-            # recomputed rows: their overlap over the query's support replaces the stored one
-            qpos = torch.full((n,), -1, dtype=torch.long, device=dev)
-            qpos[q_cols] = torch.arange(q_cols.shape[0], device=dev)
-            o, c, v = new_qe.gather(torch.arange(1, qe_rows.shape[0], device=dev))
-            keep = qpos[c] >= 0
-            fresh = torch.zeros(qe_rows.shape[0] - 1, device=dev).index_add_(
-                0, o[keep], torch.minimum(v[keep], q_vals[qpos[c[keep]]])
-            )
-            overlap[qe_rows[1:] - 1] = fresh
-            jaccard = 1.0 - overlap / (2.0 - overlap)
-            return jaccard * (1.0 - lambda_value) + dq_row * lambda_value
+        def dvals(rows: torch.Tensor, members: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(members.shape, device=dev)
+            is_q = rows == 0
+            out[is_q] = d_full[members[is_q]]
+            gr = ~is_q
+            gi, gm = rows[gr] - 1, members[gr]
+            mq = gm == 0
+            dd = self._lookup_d(gi, (gm - 1).clamp_min(0), need[gr] & (gm > 0))
+            dd = torch.where(mq, dq[gi][:, None], dd)
+            out[gr] = dd / m_new[gi][:, None]
+            return out
+
+        lap("affected")
+        new_v = _v_rows(a_rows, ranks, k1, dvals)
+        lap("V")
+        # V_qe for the rows whose top-k2 meets A
+        if k2 != 1:
+            k2p = min(k2, n)
+            qe = affected[ranks[:, :k2p]].any(1)
+            qe[0] = True
+            qe_rows = qe.nonzero().squeeze(1)
+            new_qe = self._expand(qe_rows, ranks, k2, a_rows, new_v)
+        else:
+            qe_rows, new_qe = a_rows, new_v
+        lap("query expansion")
+        # the query's V_qe row (qe_rows[0] == 0)
+        q_cols = new_qe.col[new_qe.ptr[0] : new_qe.ptr[1]]
+        q_vals = new_qe.val[new_qe.ptr[0] : new_qe.ptr[1]]
+        # Jaccard overlap from the stored inverted index (gallery columns = item cols − 1)
+        overlap = torch.zeros(g, device=dev)
+        gal = q_cols >= 1
+        cols_g, vals_g = q_cols[gal] - 1, q_vals[gal]
+        owner, rows_hit, vals_hit = self.vqe_cols.gather(cols_g)
+        overlap.index_add_(0, rows_hit, torch.minimum(vals_g[owner], vals_hit))
+        # recomputed rows: their overlap over the query's support replaces the stored one
+        qpos = torch.full((n,), -1, dtype=torch.long, device=dev)
+        qpos[q_cols] = torch.arange(q_cols.shape[0], device=dev)
+        o, c, v = new_qe.gather(torch.arange(1, qe_rows.shape[0], device=dev))
+        keep = qpos[c] >= 0
+        fresh = torch.zeros(qe_rows.shape[0] - 1, device=dev).index_add_(
+            0, o[keep], torch.minimum(v[keep], q_vals[qpos[c[keep]]])
+        )
+        overlap[qe_rows[1:] - 1] = fresh
+        jaccard = 1.0 - overlap / (2.0 - overlap)
+        out = jaccard * (1.0 - lambda_value) + dq_row * lambda_value
+        lap("jaccard")
+        timings["affected rows"] = float(a_rows.shape[0])
+        timings["expanded rows"] = float(qe_rows.shape[0])
+        return out
 
     def rerank(
         self,
@@ -432,9 +510,7 @@ class NeighbourGraph:
         qs = torch.as_tensor(np.asarray(queries) if not torch.is_tensor(queries) else queries)
         out = np.empty((qs.shape[0], self.size), dtype=np.float32)
         for i in range(qs.shape[0]):
-            out[i] = (
-                self.rerank_one(qs[i], k1=k1, k2=k2, lambda_value=lambda_value).cpu().numpy()
-            )
+            out[i] = self.rerank_one(qs[i], k1=k1, k2=k2, lambda_value=lambda_value).cpu().numpy()
         return out
 
 
