@@ -268,6 +268,13 @@ class NeighbourGraph:
             raise ValueError(
                 f"the neighbour lists keep {self.k} neighbours; k1={k1}, k2={k2} need {need}"
             )
+        k1p = min(k1 + 1, g)
+        listed = _Sparse(
+            torch.arange(g + 1, device=self.device) * k1p,
+            self.indices[:, :k1p].reshape(-1),
+            torch.zeros(g * k1p, device=self.device),
+        )
+        self._listed_by = listed.transpose(g)  # item → the rows listing it in their top k1 + 1
         self._by_index, order = self.indices.sort(1)
         self._d_by_index = self.dists.gather(1, order)
         m = _safe(self.rowmax)
@@ -440,13 +447,18 @@ class NeighbourGraph:
         lap("lists")
         # A: the rows whose V changes
         k1p = min(k1 + 1, n)
-        changed = torch.zeros(n, dtype=torch.bool, device=dev)
-        changed[0] = True
-        changed[r_rows[p < k1p] + 1] = True
-        a1 = changed | changed[ranks[:, :k1p]].any(1)
-        affected = a1 | a1[ranks[:, :k1p]].any(1)
-        affected[1:] |= m_changed
-        a_rows = affected.nonzero().squeeze(1)
+        # rows that list an item among their first k1 + 1 (gallery lists; the query's own
+        # changes are the rows whose list now holds it, which are in `changed` themselves)
+        changed = r_rows[p < k1p]
+
+        def listing(items: torch.Tensor) -> torch.Tensor:
+            return self._listed_by.gather(items)[1]
+
+        a1 = torch.cat([changed, listing(changed)])
+        a_g = torch.cat([a1, listing(torch.unique(a1)), m_changed.nonzero().squeeze(1)])
+        a_rows = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), torch.unique(a_g) + 1])
+        affected = torch.zeros(n, dtype=torch.bool, device=dev)
+        affected[a_rows] = True
 
         def dvals(rows: torch.Tensor, members: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
             out = torch.empty(members.shape, device=dev)
@@ -466,9 +478,9 @@ class NeighbourGraph:
         # V_qe for the rows whose top-k2 meets A
         if k2 != 1:
             k2p = min(k2, n)
-            qe = affected[ranks[:, :k2p]].any(1)
-            qe[0] = True
-            qe_rows = qe.nonzero().squeeze(1)
+            cand = torch.unique(torch.cat([a_rows[1:] - 1, listing(a_rows[1:] - 1)])) + 1
+            cand = cand[affected[ranks[cand, :k2p]].any(1)]
+            qe_rows = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), cand])
             new_qe = self._expand(qe_rows, ranks, k2, a_rows, new_v)
         else:
             qe_rows, new_qe = a_rows, new_v
