@@ -62,6 +62,8 @@ def _safe(m: torch.Tensor) -> torch.Tensor:
 
 
 def _as_feats(x: ArrayLike, device: torch.device) -> torch.Tensor:
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        x = np.array(x)  # a read-only memory map: torch wants writable memory
     t = torch.as_tensor(x)
     if t.ndim != 2:
         raise ValueError(f"expected a 2-D feature array (N, D), got shape {tuple(t.shape)}")
@@ -206,9 +208,9 @@ class NeighbourGraph:
         self.device = resolve_device(device)
         self.feats = _as_feats(feats, self.device)
         self.sqnorm = (self.feats * self.feats).sum(1)
-        self.indices = torch.as_tensor(np.asarray(indices)).to(self.device, torch.long)
-        self.dists = torch.as_tensor(np.asarray(dists)).to(self.device, torch.float32)
-        self.rowmax = torch.as_tensor(np.asarray(rowmax)).to(self.device, torch.float32)
+        self.indices = torch.as_tensor(np.array(indices)).to(self.device, torch.long)
+        self.dists = torch.as_tensor(np.array(dists)).to(self.device, torch.float32)
+        self.rowmax = torch.as_tensor(np.array(rowmax)).to(self.device, torch.float32)
         g = self.feats.shape[0]
         if self.indices.shape != self.dists.shape or self.indices.shape[0] != g:
             raise ValueError(
