@@ -70,6 +70,12 @@ def _as_feats(x: ArrayLike, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float32).contiguous()
 
 
+def _tensor(x: ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.array(x))  # a copy: memory maps are read-only
+    return x.to(device, dtype)
+
+
 def _sort_rows(values: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort each row by value, ties by index (index sort, then a stable value sort)."""
     by_index = indices.sort(1)
@@ -208,9 +214,9 @@ class NeighbourGraph:
         self.device = resolve_device(device)
         self.feats = _as_feats(feats, self.device)
         self.sqnorm = (self.feats * self.feats).sum(1)
-        self.indices = torch.as_tensor(np.array(indices)).to(self.device, torch.long)
-        self.dists = torch.as_tensor(np.array(dists)).to(self.device, torch.float32)
-        self.rowmax = torch.as_tensor(np.array(rowmax)).to(self.device, torch.float32)
+        self.indices = _tensor(indices, self.device, torch.long)
+        self.dists = _tensor(dists, self.device, torch.float32)
+        self.rowmax = _tensor(rowmax, self.device, torch.float32)
         g = self.feats.shape[0]
         if self.indices.shape != self.dists.shape or self.indices.shape[0] != g:
             raise ValueError(

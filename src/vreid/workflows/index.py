@@ -396,7 +396,8 @@ def add_to_index(
             progress,
         )
         old_n = int(manifest["count"])
-        k = int(manifest["neighbours"]["k"])
+        # lists shorter than asked for were complete (a small gallery): they grow with it
+        k = min(int(settings["neighbours_k"]), old_n + len(records))
         backend = settings["backend"]
         gallery = GalleryIndex(root)
         lists, info = {}, {}
@@ -525,24 +526,31 @@ class Searcher:
         return feats, attrs
 
     def distances(self, feats: dict[str, np.ndarray], attrs: Any = None) -> tuple[np.ndarray, str]:
-        """The chain's final (q, g) distances and the row's name."""
+        """The chain's final (q, g) distances and the row's name. Each query is one chain run
+        against the standing gallery (items = that query + the gallery), so a query's answer
+        never depends on the other queries sent with it."""
         rc = self.config.retrieval
-        gallery = {m: (feats[m], self._gallery[m]) for m in feats}
-        attributes = None
-        if attrs is not None and self._attr is not None:
-            attributes = {h: (attrs[h], self._attr[h]) for h in ATTRIBUTE_HEADS}
         rerankers = {}
         if self.online and rc.rerank:
             rerankers = {m: self.index.graph(m, self._gallery[m]).rerank for m in feats}
-        chain = RetrievalChain(
-            rc,
-            gallery,
-            attributes=attributes,
-            gallery_tracks=self.items.track,
-            device=self.device,
-            rerankers=rerankers,
-        )
-        return chain.final_distances(), chain.final
+        num = len(next(iter(feats.values())))
+        out = np.empty((num, self.index.count), dtype=np.float32)
+        row = ""
+        for i in range(num):
+            attributes = None
+            if attrs is not None and self._attr is not None:
+                attributes = {h: (attrs[h][i : i + 1], self._attr[h]) for h in ATTRIBUTE_HEADS}
+            chain = RetrievalChain(
+                rc,
+                {m: (feats[m][i : i + 1], self._gallery[m]) for m in feats},
+                attributes=attributes,
+                gallery_tracks=self.items.track,
+                device=self.device,
+                rerankers=rerankers,
+            )
+            out[i] = chain.final_distances()[0]
+            row = chain.final
+        return out, row
 
     def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
         top = top or self.config.retrieval.top
