@@ -41,7 +41,7 @@ def test_build_stores_features_lists_and_manifest(built, random_checkpoints, ima
     feats = Extractor(random_checkpoints[0], device="cpu")(paths).numpy()
     np.testing.assert_allclose(ix.features("model0"), feats, atol=1e-5)
     idx, d, rowmax = ix.neighbours("model0")
-    ref_idx, ref_d, ref_max = exact_neighbours(feats, idx.shape[1])
+    _ref_idx, ref_d, ref_max = exact_neighbours(feats, idx.shape[1])
     np.testing.assert_allclose(d, ref_d.numpy(), atol=1e-5)
     np.testing.assert_allclose(rowmax, ref_max.numpy(), atol=1e-5)
 
@@ -91,7 +91,8 @@ def test_add_equals_building_everything(built, random_checkpoints, image_folders
     _, db, mb = b.neighbours("model0")
     np.testing.assert_allclose(da[order], db, atol=1e-5)
     np.testing.assert_allclose(ma[order], mb, atol=1e-5)
-    assert len(a.manifest["shards"]) == 2 and a.manifest["neighbours"]["generation"] == 2
+    assert len(a.manifest["shards"]) == 2
+    assert a.manifest["neighbours"]["generation"] == 2
     assert [d.name for d in (grown / "neighbours").iterdir()] == ["gen-00002"]
     with pytest.raises(VreidError, match="already in the index"):
         add_to_index(grown, image_folders["more"], config=_cfg(), progress=False)
@@ -107,7 +108,7 @@ def test_an_interrupted_build_resumes_and_is_never_trusted(
     kept = out / "shards" / "shard-00000" / "model0.npy"
     (out / "shards" / "shard-00000" / "model1.npy").unlink()
     before = kept.stat().st_mtime_ns
-    with pytest.raises(VreidError, match="no manifest.json"):
+    with pytest.raises(VreidError, match=r"no manifest\.json"):
         Searcher(out, config=_cfg())
     build_index(image_folders["more"], out, random_checkpoints, config=_cfg(), progress=False)
     assert kept.stat().st_mtime_ns == before  # reused, not recomputed
@@ -130,11 +131,13 @@ def test_dataset_split_float16_and_cameras(random_checkpoints, tiny_synth, tmp_p
     ix = GalleryIndex(out)
     assert ix.features("model0").dtype == np.float16
     items = ix.items()
-    assert (items.camera >= 0).all() and (items.track >= 0).any()
+    assert (items.camera >= 0).all()
+    assert (items.track >= 0).any()
     hits = Searcher(out, config=_cfg()).search(
         sorted((tiny_synth / "real" / "image_query").iterdir())[:1], top=5
     )[0]
-    assert len(hits) == 5 and all(h.camera >= 0 for h in hits)
+    assert len(hits) == 5
+    assert all(h.camera >= 0 for h in hits)
 
 
 def test_faiss_lists_report_recall():
@@ -142,8 +145,9 @@ def test_faiss_lists_report_recall():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    idx, d, rowmax, info = compute_neighbours(x, 20, backend="faiss")
-    assert idx.shape == (600, 20) and info["recall@100"] > 0.9
+    idx, _d, rowmax, info = compute_neighbours(x, 20, backend="faiss")
+    assert idx.shape == (600, 20)
+    assert info["recall@100"] > 0.9
     _, _, ref_max = exact_neighbours(x, 2)
     np.testing.assert_allclose(rowmax, ref_max.numpy(), atol=1e-4)
 
@@ -175,4 +179,5 @@ def test_cli_build_add_query(random_checkpoints, image_folders, tmp_path, vreid_
     assert len(lines) == len(list(image_folders["query"].iterdir()))
     assert all(len(x["hits"]) == 4 for x in lines)
     r = vreid_cli("query", str(tmp_path / "nothing"), str(image_folders["query"]))
-    assert r.returncode == 2 and "manifest.json" in r.stderr
+    assert r.returncode == 2
+    assert "manifest.json" in r.stderr

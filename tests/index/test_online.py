@@ -57,7 +57,7 @@ def test_duplicates_outliers_and_unquantised_features():
 def test_neighbour_lists_are_exact_and_sorted():
     rng = np.random.default_rng(1)
     x = _clustered(rng, 200, 8, 10, 0.5)
-    idx, d, rowmax = exact_neighbours(x, 12, block_rows=37)
+    _idx, d, rowmax = exact_neighbours(x, 12, block_rows=37)
     full = ((x[:, None] - x[None]) ** 2).sum(-1)
     ref = np.argsort(full, axis=1, kind="stable")[:, :12]
     np.testing.assert_allclose(d.numpy(), np.take_along_axis(full, ref, 1), atol=1e-5)

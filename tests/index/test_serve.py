@@ -8,19 +8,18 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from vreid.core.config import load_config  # noqa: E402
-from vreid.core.errors import VreidError  # noqa: E402
-from vreid.workflows.index import Searcher, build_index  # noqa: E402
-from vreid.workflows.serve import create_app, serve  # noqa: E402
+from vreid.core.config import load_config
+from vreid.core.errors import VreidError
+from vreid.workflows.index import Searcher, build_index
+from vreid.workflows.serve import create_app, serve
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,8 @@ def test_query_by_upload_by_id_and_paging(searcher, image_folders):
     by_id = client.post("/api/query", data={"id": "3", "top": "2"}).json()
     assert by_id["hits"][0]["id"] == 3  # a gallery item finds itself first
     thumb = client.get(body["hits"][0]["thumb"])
-    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.status_code == 200
+    assert thumb.headers["content-type"] == "image/jpeg"
 
 
 def test_bad_requests_are_refused(searcher):
@@ -126,7 +126,8 @@ def test_the_page_in_headless_chromium(searcher, image_folders, tmp_path):
         feats, _ = searcher.features_of([query])
         expected = int(np.argsort(searcher.distances(feats)[0][0], kind="stable")[0])
         assert first.get_attribute("data-id") == str(expected)
-        assert "camera" in first.text and "#1" in first.text
+        assert "camera" in first.text
+        assert "#1" in first.text
         shot = os.environ.get("VREID_SCREENSHOT")
         driver.save_screenshot(shot or str(tmp_path / "page.png"))
         first.click()  # a gallery image as the next query: it finds itself first
