@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-full lint format clean
+.PHONY: setup demo test browser bench bench-full lint format clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vreid demo
 
-test: $(STAMP)
+# The browser test of `vreid serve` needs Debian's chromium + chromedriver: installed here when
+# missing and apt-get is available (non-fatal; the test skips, saying so, without them).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && \
+	    { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
+	      echo "note: could not install chromium; the browser test will be skipped"; } || \
+	    echo "note: no chromium and no apt-get; the browser test will be skipped"; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Each benchmark prints a table and compares against a straightforward reference in the same run.
@@ -34,9 +44,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data_check.py
 	$(BIN)/python benchmarks/crop_quality.py --train-minutes 3
 	$(BIN)/python benchmarks/extract_speed.py
+	$(BIN)/python benchmarks/index.py --sizes 10k,100k
 
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k
+	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss
 	$(BIN)/python benchmarks/crop_quality.py
 	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 

@@ -101,6 +101,7 @@ class RetrievalChain:
         gallery_tracks: Sequence[Any] | np.ndarray | None = None,
         device: str | None = "auto",
         progress: bool = False,
+        rerankers: Mapping[str, Any] | None = None,
     ) -> None:
         if not features:
             raise ValueError("the retrieval chain needs the features of at least one model")
@@ -109,6 +110,9 @@ class RetrievalChain:
         self.models = list(self.features)
         self.device = device
         self.progress = progress
+        # {model: f(query_feats, k1=, k2=, lambda_value=) -> (q, g)}: the same re-ranking from
+        # stored gallery neighbour lists (vreid.retrieval.online); used without metadata only
+        self.rerankers = dict(rerankers or {})
         q, g = (len(x) for x in self.features[self.models[0]])
         for name, (fq, fg) in self.features.items():
             if len(fq) != q or len(fg) != g:
@@ -198,6 +202,10 @@ class RetrievalChain:
             return original_distance(q, g, metadata=meta, device=self.device)
         n = self.num_query + self.num_gallery
         s = self.settings
+        if model in self.rerankers and not meta:
+            return self.rerankers[model](
+                q, k1=min(s.k1, n), k2=min(s.k2, n), lambda_value=s.lambda_value
+            )
         return rerank(
             q,
             g,

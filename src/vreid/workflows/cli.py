@@ -922,6 +922,151 @@ def export_cmd(
     typer.echo(result.summary())
 
 
+# index (search that scales): vreid index build / vreid index add / vreid query / vreid serve
+index_app = typer.Typer(
+    help="A persistent gallery index (docs/readme/index.md).", no_args_is_help=True
+)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build_cmd(
+    source: Annotated[
+        Path, typer.Argument(help="A folder of images, or with --format a dataset root.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The index folder to create.")],
+    checkpoints: Annotated[
+        list[Path],
+        typer.Option("--checkpoint", "-m", help="A re-id checkpoint (repeat for an ensemble)."),
+    ],
+    attributes: Annotated[
+        Path | None, typer.Option("--attributes", help="Attribute model checkpoint (metadata).")
+    ] = None,
+    data_format: FormatOpt = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split to index.")] = "gallery",
+    float16: Annotated[
+        bool, typer.Option("--float16/--float32", help="Store features as float16.")
+    ] = False,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Neighbour lists: exact (torch) or faiss.")
+    ] = "exact",
+    neighbours: Annotated[
+        int, typer.Option("--neighbours", min=2, help="Neighbours kept per gallery item (K).")
+    ] = 40,
+    crop: Annotated[
+        bool | None, typer.Option("--crop/--no-crop", help="Detector cropping (crop.enabled).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Build an index: features of every model, attribute features, neighbour lists, manifest.
+
+    An interrupted build resumes when run again with the same arguments."""
+    from vreid.workflows.index import build_index
+
+    cfg = _config(config, set_, crop__enabled=crop, runtime__device=device)
+    rep = build_index(
+        source,
+        out,
+        checkpoints,
+        config=cfg,
+        attribute_checkpoint=attributes,
+        data_format=data_format,
+        split=split,
+        float16=float16,
+        backend=backend,
+        neighbours=neighbours,
+        progress=not quiet,
+    )
+    recall = {m: i["recall@100"] for m, i in rep.neighbours.items() if "recall@100" in i}
+    extra = f"; neighbour recall@100 vs exact: {recall}" if recall else ""
+    typer.echo(f"{rep.count} images indexed in {rep.seconds:.1f} s → {rep.root}{extra}")
+
+
+@index_app.command("add")
+def index_add_cmd(
+    index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
+    more: Annotated[Path, typer.Argument(help="A folder of images, or with --format a dataset.")],
+    data_format: FormatOpt = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split to add.")] = "gallery",
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Append images to an index (its checkpoints and settings) and update the neighbour lists."""
+    from vreid.workflows.index import add_to_index
+
+    cfg = _config(config, set_, runtime__device=device)
+    rep = add_to_index(
+        index, more, config=cfg, data_format=data_format, split=split, progress=not quiet
+    )
+    typer.echo(f"{rep.added} images added in {rep.seconds:.1f} s; {rep.count} in {rep.root}")
+
+
+@app.command("query")
+def query_cmd(
+    index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
+    images: Annotated[Path, typer.Argument(help="A query image or a folder of them.")],
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="Hits per query (retrieval.top).")
+    ] = None,
+    rerank: Annotated[
+        bool | None, typer.Option("--rerank/--no-rerank", help="retrieval.rerank.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The nearest gallery images of each query image, through the retrieval chain (re-ranking
+    online against the index's neighbour lists)."""
+    import dataclasses
+    import json
+
+    from vreid.workflows.index import Searcher, query_images
+
+    cfg = _config(
+        config, set_, retrieval__top=top, retrieval__rerank=rerank, runtime__device=device
+    )
+    paths = query_images(images)
+    searcher = Searcher(index, config=cfg)
+    for path, hits in zip(paths, searcher.search(paths), strict=True):
+        if as_json:
+            typer.echo(
+                json.dumps({"query": str(path), "hits": [dataclasses.asdict(h) for h in hits]})
+            )
+            continue
+        typer.echo(f"{path}")
+        for rank, h in enumerate(hits, start=1):
+            typer.echo(
+                f"  {rank:4d}  {h.distance:.4f}  cam {h.camera:3d}  track {h.track:5d}  {h.name}"
+            )
+
+
+@app.command("serve")
+def serve_cmd(
+    index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="VREID_TOKEN", help="Access token (required off loopback)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """A local web page to search the index (drop an image, page through the ranked gallery) and
+    a JSON API (POST /api/query)."""
+    from vreid.workflows.serve import serve
+
+    cfg = _config(config, set_, runtime__device=device)
+    serve(index, host=host, port=port, token=token, config=cfg)
+
+
 # ============================================================================================
 
 

@@ -1,0 +1,587 @@
+"""A persistent gallery index: ``vreid index build``, ``vreid index add`` and ``vreid query``.
+
+``build_index`` extracts the features of one or more re-id checkpoints (and optionally the
+attribute model's colour/type features) of a folder of images or a dataset split, computes the
+gallery's own top-K neighbour lists (what online k-reciprocal re-ranking needs: exact in torch, or
+approximate with faiss and a recall@100 check) and writes the layout of
+:mod:`vreid.retrieval.index_store`. ``add_to_index`` appends a shard and updates the lists
+without recomputing the rest. :class:`Searcher` answers queries through the one retrieval chain
+(:class:`vreid.retrieval.chain.RetrievalChain`) with the re-ranking of each model done online
+against the standing gallery (:mod:`vreid.retrieval.online`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vreid.core.artefacts import read_json, run_lock, write_json_atomic, write_npy_atomic
+from vreid.core.config import Config
+from vreid.core.devices import resolve_device
+from vreid.core.errors import ConfigError, DatasetError, VreidError
+from vreid.core.weights import file_sha256
+from vreid.data.image_datasets import image_paths
+from vreid.data.loader import load_from_config
+from vreid.data.records import ImageRecord
+from vreid.inference.attributes import attribute_features
+from vreid.inference.extract import Extractor
+from vreid.retrieval.chain import RetrievalChain
+from vreid.retrieval.index_store import (
+    ATTRIBUTE_HEADS,
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    GalleryIndex,
+    generation_name,
+    read_manifest,
+    shard_name,
+    write_manifest,
+)
+from vreid.retrieval.online import DEFAULT_K, exact_neighbours, merge_neighbours
+from vreid.retrieval.submission import top_indices
+from vreid.workflows.search import _cropped
+
+BACKENDS = ("exact", "faiss")
+
+
+# ---- sources
+def _source_records(
+    source: Path, config: Config, data_format: str | None, split: str
+) -> list[ImageRecord]:
+    """A folder of images (recursively; camera/track unknown) or a dataset's split."""
+    if data_format is not None:
+        dataset = load_from_config(config.data, root=source, format=data_format)
+        if split not in dataset.splits or not dataset.splits[split]:
+            raise DatasetError(f"{source}: the {data_format} dataset has no {split!r} images")
+        return list(dataset.splits[split])
+    if source.is_file():
+        return [ImageRecord(source.resolve(), source.name, "gallery")]
+    if not source.is_dir():
+        raise DatasetError(f"{source}: neither an image file nor a folder")
+    paths = image_paths(source)
+    if not paths:
+        raise DatasetError(f"{source}: no images (.jpg, .png, …) in the folder")
+    return [ImageRecord(p.resolve(), p.relative_to(source).as_posix(), "gallery") for p in paths]
+
+
+def _model_names(checkpoints: Sequence[Path]) -> list[str]:
+    names = [Path(c).stem for c in checkpoints]
+    if len(set(names)) != len(names):
+        names = [f"{Path(c).parent.parent.name}_{Path(c).stem}" for c in checkpoints]
+    if len(set(names)) != len(names):
+        names = [f"model{i}" for i in range(len(checkpoints))]
+    return names
+
+
+# ---- neighbour lists
+def compute_neighbours(
+    feats: np.ndarray,
+    k: int,
+    *,
+    backend: str = "exact",
+    device: str = "cpu",
+    others: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Top-k neighbours of every row of ``feats`` among ``others`` (default: itself):
+    ``(indices int32, d float32, rowmax float32, info)``; ``info`` has the backend and, for
+    faiss, ``recall@100`` against exact search on a sample of rows."""
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    y = x if others is None else np.ascontiguousarray(others, dtype=np.float32)
+    info: dict[str, Any] = {"backend": backend}
+    if backend == "exact":
+        idx, d, rowmax = exact_neighbours(x, k, others=y, device=device)
+        return (
+            idx.cpu().numpy().astype(np.int32),
+            d.cpu().numpy(),
+            rowmax.cpu().numpy(),
+            info,
+        )
+    if backend != "faiss":
+        raise ConfigError(f"unknown index backend {backend!r} (use {', '.join(BACKENDS)})")
+    try:
+        import faiss  # optional extra: vreid[faiss]
+    except ImportError:
+        raise ConfigError(
+            "the faiss backend needs faiss: pip install 'vreid[faiss]' (faiss-cpu)"
+        ) from None
+    k = min(k, len(y))
+    index = faiss.IndexHNSWFlat(y.shape[1], 32)
+    index.hnsw.efConstruction = 80
+    index.add(y)
+    index.hnsw.efSearch = max(128, 2 * k)
+    d, idx = index.search(x, k)
+    # ties by index, like the exact lists; faiss may leave -1 for unreachable slots
+    d = np.where(idx < 0, np.inf, d).astype(np.float32)
+    order = np.argsort(idx, axis=1, kind="stable")
+    d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
+    order = np.argsort(d, axis=1, kind="stable")
+    d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
+    # the row maximum: the farthest item is the nearest to −x for unit-norm features
+    far_index = faiss.IndexFlatIP(y.shape[1])
+    far_index.add(y)
+    _, far = far_index.search(-x, 1) if len(y) <= 200_000 else index.search(-x, 1)
+    rowmax = ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32)
+    rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
+    # recall@100 of the approximate lists against exact search on a sample
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(x), size=min(200, len(x)), replace=False)
+    kk = min(100, len(y))
+    exact_idx, _, _ = exact_neighbours(x[sample], kk, others=y, device=device)
+    _, approx = index.search(x[sample], kk)
+    hits = [
+        len(set(a.tolist()) & set(e.tolist()))
+        for a, e in zip(approx, exact_idx.numpy(), strict=True)
+    ]
+    info["recall@100"] = float(np.sum(hits) / (kk * len(sample)))
+    return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
+
+
+# ---- building and adding
+@dataclass
+class IndexReport:
+    root: Path
+    count: int
+    added: int
+    seconds: float
+    neighbours: dict[str, Any]
+
+
+def _settings(config: Config, float16: bool, backend: str, k: int) -> dict[str, Any]:
+    return {
+        "float16": float16,
+        "backend": backend,
+        "neighbours_k": k,
+        "flip": config.train.eval_flip,
+        "crop": config.crop.model_dump(mode="json") if config.crop.enabled else None,
+        "retrieval": config.retrieval.model_dump(mode="json"),
+    }
+
+
+def _write_shard(
+    root: Path,
+    shard_id: int,
+    records: list[ImageRecord],
+    models: list[dict[str, Any]],
+    attribute_checkpoint: Path | None,
+    config: Config,
+    float16: bool,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Extract (or, when an interrupted run left them for the same images and settings, reuse)
+    the files of one shard; returns its manifest entry."""
+    folder = root / "shards" / shard_name(shard_id)
+    items = {
+        "paths": [str(r.path) for r in records],
+        "names": [r.name for r in records],
+        "camera": [-1 if r.camera is None else int(r.camera) for r in records],
+        "track": [-1 if r.track is None else int(r.track) for r in records],
+        "models": [m["sha256"] for m in models],
+        "float16": float16,
+        "crop": config.crop.enabled,
+    }
+    items_file = folder / "items.json"
+    if folder.exists():
+        try:
+            same = read_json(items_file) == items
+        except VreidError:
+            same = False
+        if not same:  # an abandoned shard of other inputs: never trusted
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(items_file, items)
+    used = [r.path for r in records]
+    if config.crop.enabled:
+        crops = folder / "crops"
+        if crops.exists():
+            shutil.rmtree(crops)
+        common = Path(os.path.commonpath([str(p.parent) for p in used]))
+        used = _cropped(common, list(used), crops, config, device, progress)
+    files: dict[str, str] = {}
+    dtype = np.float16 if float16 else np.float32
+    for m in models:
+        out = folder / f"{m['name']}.npy"
+        files[f"model:{m['name']}"] = str(out.relative_to(root))
+        if out.is_file():
+            continue  # resumed: written whole by an earlier run (atomic write)
+        extract = Extractor(
+            m["checkpoint"],
+            device=device,
+            batch_size=config.train.batch_size_eval,
+            flip=config.train.eval_flip,
+            num_workers=config.train.num_workers,
+            progress=progress,
+        )
+        feats = extract(used, description=f"features ({m['name']})").numpy()
+        write_npy_atomic(out, feats.astype(dtype))
+    if attribute_checkpoint is not None:
+        outs = {h: folder / f"attr_{h}.npy" for h in ATTRIBUTE_HEADS}
+        if not all(p.is_file() for p in outs.values()):
+            recs = [
+                ImageRecord(Path(p), r.name, "gallery") for p, r in zip(used, records, strict=True)
+            ]
+            feats = attribute_features(
+                attribute_checkpoint,
+                recs,
+                device=device,
+                batch_size=config.train.batch_size_eval,
+                num_workers=config.train.num_workers,
+                progress=progress,
+            )
+            for h, p in outs.items():
+                write_npy_atomic(p, feats[h].astype(np.float32))
+        files.update({f"attr:{h}": str(p.relative_to(root)) for h, p in outs.items()})
+    return {
+        "id": shard_name(shard_id),
+        "count": len(records),
+        "items": str(items_file.relative_to(root)),
+        "files": files,
+    }
+
+
+def _write_neighbours(
+    root: Path, gen: int, lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> dict[str, Any]:
+    folder = root / "neighbours" / generation_name(gen)
+    files: dict[str, dict[str, str]] = {}
+    for model, (idx, d, rowmax) in lists.items():
+        files[model] = {}
+        for key, arr in (("indices", idx), ("dists", d), ("rowmax", rowmax)):
+            path = folder / f"{model}.{key}.npy"
+            write_npy_atomic(path, arr)
+            files[model][key] = str(path.relative_to(root))
+    return {"dir": str(folder.relative_to(root)), "files": files}
+
+
+def build_index(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    checkpoints: Sequence[str | os.PathLike[str]],
+    *,
+    config: Config | None = None,
+    attribute_checkpoint: str | os.PathLike[str] | None = None,
+    data_format: str | None = None,
+    split: str = "gallery",
+    float16: bool = False,
+    backend: str = "exact",
+    neighbours: int = DEFAULT_K,
+    progress: bool = True,
+) -> IndexReport:
+    """Build an index of ``source`` (a folder of images, or with ``data_format`` a dataset whose
+    ``split`` is indexed) in ``out``. An interrupted build resumes (finished feature files of the
+    same images and checkpoints are reused); a finished index is never overwritten."""
+    cfg = config or Config()
+    if not checkpoints:
+        raise ConfigError("an index needs at least one re-id checkpoint")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown index backend {backend!r} (use {', '.join(BACKENDS)})")
+    root = Path(out)
+    start = time.perf_counter()
+    device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
+    with run_lock(root):
+        if (root / MANIFEST).is_file():
+            raise VreidError(
+                f"{root}: already holds an index; add images with `vreid index add {root} …` "
+                "or choose another folder"
+            )
+        records = _source_records(Path(source), cfg, data_format, split)
+        models = [
+            {
+                "name": name,
+                "checkpoint": str(Path(c).resolve()),
+                "sha256": file_sha256(c),
+            }
+            for name, c in zip(
+                _model_names([Path(c) for c in checkpoints]), checkpoints, strict=True
+            )
+        ]
+        attr = None
+        if attribute_checkpoint is not None:
+            attr = {
+                "checkpoint": str(Path(attribute_checkpoint).resolve()),
+                "sha256": file_sha256(attribute_checkpoint),
+            }
+        shard = _write_shard(
+            root,
+            0,
+            records,
+            models,
+            Path(attribute_checkpoint) if attribute_checkpoint else None,
+            cfg,
+            float16,
+            device,
+            progress,
+        )
+        lists, info = {}, {}
+        for m in models:
+            feats = np.load(root / shard["files"][f"model:{m['name']}"])
+            m["dim"] = int(feats.shape[1])
+            idx, d, rowmax, info[m["name"]] = compute_neighbours(
+                feats, neighbours, backend=backend, device=device
+            )
+            lists[m["name"]] = (idx, d, rowmax)
+        nb = _write_neighbours(root, 1, lists)
+        nb.update({"k": int(lists[models[0]["name"]][0].shape[1]), "generation": 1, "info": info})
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "count": len(records),
+            "models": models,
+            "attributes": attr,
+            "settings": _settings(cfg, float16, backend, neighbours),
+            "source": {"path": str(Path(source).resolve()), "format": data_format, "split": split},
+            "shards": [shard],
+            "neighbours": nb,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        write_manifest(root, manifest)
+    return IndexReport(root, len(records), len(records), time.perf_counter() - start, info)
+
+
+def add_to_index(
+    index: str | os.PathLike[str],
+    more: str | os.PathLike[str],
+    *,
+    config: Config | None = None,
+    data_format: str | None = None,
+    split: str = "gallery",
+    progress: bool = True,
+) -> IndexReport:
+    """Append the images of ``more`` as a new shard with the index's own checkpoints and
+    settings; the neighbour lists of the old items are merged with the new items (nothing else is
+    recomputed) and the new items' lists are computed against everything."""
+    root = Path(index)
+    start = time.perf_counter()
+    cfg = config or Config()
+    device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
+    with run_lock(root):
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+        settings = manifest["settings"]
+        # the index's settings win: the same features for every shard
+        cfg.train.eval_flip = settings["flip"]
+        for m in manifest["models"]:
+            if file_sha256(m["checkpoint"]) != m["sha256"]:
+                raise VreidError(
+                    f"{m['checkpoint']}: changed since the index was built (sha256 differs); "
+                    "build a new index"
+                )
+        records = _source_records(Path(more), cfg, data_format, split)
+        known = set()
+        for s in manifest["shards"]:
+            known.update(read_json(root / s["items"])["paths"])
+        records = [r for r in records if str(r.path) not in known]
+        if not records:
+            raise DatasetError(f"{more}: every image is already in the index {root}")
+        attr = manifest.get("attributes")
+        shard = _write_shard(
+            root,
+            len(manifest["shards"]),
+            records,
+            manifest["models"],
+            Path(attr["checkpoint"]) if attr else None,
+            cfg,
+            bool(settings["float16"]),
+            device,
+            progress,
+        )
+        old_n = int(manifest["count"])
+        # lists shorter than asked for were complete (a small gallery): they grow with it
+        k = min(int(settings["neighbours_k"]), old_n + len(records))
+        backend = settings["backend"]
+        gallery = GalleryIndex(root)
+        lists, info = {}, {}
+        for m in manifest["models"]:
+            name = m["name"]
+            old_feats = np.asarray(gallery.features(name), dtype=np.float32)
+            new_feats = np.load(root / shard["files"][f"model:{name}"]).astype(np.float32)
+            idx, d, rowmax = gallery.neighbours(name)
+            # old rows: merge in the new items (exact: a (old, new) pass)
+            ni, nd, nmax = exact_neighbours(old_feats, k, others=new_feats, device=device)
+            mi, md = merge_neighbours(
+                torch.from_numpy(idx.astype(np.int64)),
+                torch.from_numpy(d),
+                ni + old_n,
+                nd,
+                k,
+            )
+            old_rowmax = np.maximum(rowmax, nmax.numpy())
+            # new rows: against everything
+            everything = np.concatenate([old_feats, new_feats])
+            ai, ad, amax, info[name] = compute_neighbours(
+                new_feats, k, backend=backend, device=device, others=everything
+            )
+            lists[name] = (
+                np.concatenate([mi.numpy().astype(np.int32), ai]),
+                np.concatenate([md.numpy(), ad]),
+                np.concatenate([old_rowmax, amax]).astype(np.float32),
+            )
+        gen = int(manifest["neighbours"]["generation"]) + 1
+        nb = _write_neighbours(root, gen, lists)
+        nb.update({"k": k, "generation": gen, "info": info})
+        manifest["shards"].append(shard)
+        manifest["count"] = old_n + len(records)
+        manifest["neighbours"] = nb
+        write_manifest(root, manifest)
+    return IndexReport(root, old_n + len(records), len(records), time.perf_counter() - start, info)
+
+
+# ---- querying
+@dataclass
+class Hit:
+    id: int
+    distance: float
+    path: str
+    name: str
+    camera: int
+    track: int
+
+
+class Searcher:
+    """Queries against an index: features of the index's checkpoints, then the retrieval chain
+    with online re-ranking of each model against the standing gallery."""
+
+    def __init__(
+        self,
+        index: str | os.PathLike[str],
+        *,
+        config: Config | None = None,
+        online: bool = True,
+        progress: bool = False,
+    ) -> None:
+        self.config = config or Config()
+        self.device = str(resolve_device(self.config.runtime.device, setting="runtime.device"))
+        self.index = GalleryIndex(index, device=self.device)
+        self.index.check_memory()
+        self.manifest = self.index.manifest
+        self.online = online
+        self.progress = progress
+        self.config.train.eval_flip = self.manifest["settings"]["flip"]
+        self.items = self.index.items()
+        self._extractors: dict[str, Extractor] = {}
+        # float32 gallery features in memory, shared with the neighbour graphs
+        self._gallery = {
+            m: np.array(self.index.features(m), dtype=np.float32) for m in self.index.models
+        }
+        self._attr = (
+            {h: np.asarray(self.index.attributes(h)) for h in ATTRIBUTE_HEADS}
+            if self.index.has_attributes
+            else None
+        )
+        for m in self.manifest["models"]:
+            if not Path(m["checkpoint"]).is_file():
+                raise VreidError(f"{m['checkpoint']}: the index's checkpoint is missing")
+
+    def extractor(self, model: dict[str, Any]) -> Extractor:
+        if model["name"] not in self._extractors:
+            self._extractors[model["name"]] = Extractor(
+                model["checkpoint"],
+                device=self.device,
+                batch_size=self.config.train.batch_size_eval,
+                flip=self.config.train.eval_flip,
+                num_workers=0,
+                progress=self.progress,
+            )
+        return self._extractors[model["name"]]
+
+    def features_of(self, images: Sequence[Path]) -> tuple[dict[str, np.ndarray], Any]:
+        """Features (and attribute features) of query image files, cropped like the gallery."""
+        used = list(images)
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.manifest["settings"].get("crop"):
+                common = Path(os.path.commonpath([str(Path(p).parent) for p in used]))
+                used = _cropped(common, used, Path(tmp) / "crops", self.config, self.device, False)
+            feats = {
+                m["name"]: self.extractor(m)(used, description="query features").numpy()
+                for m in self.manifest["models"]
+            }
+            attrs = None
+            if self._attr is not None:
+                recs = [ImageRecord(Path(p), Path(p).name, "query") for p in used]
+                attrs = attribute_features(
+                    self.manifest["attributes"]["checkpoint"],
+                    recs,
+                    device=self.device,
+                    progress=False,
+                )
+        return feats, attrs
+
+    def features_of_items(self, ids: Sequence[int]) -> tuple[dict[str, np.ndarray], Any]:
+        """The stored features of gallery items, as queries ("more like this one")."""
+        sel = np.asarray(ids, dtype=np.int64)
+        if sel.size and (sel.min() < 0 or sel.max() >= self.index.count):
+            raise VreidError(f"gallery id out of range 0…{self.index.count - 1}")
+        feats = {m: np.asarray(self._gallery[m][sel], dtype=np.float32) for m in self._gallery}
+        attrs = None if self._attr is None else {h: a[sel] for h, a in self._attr.items()}
+        return feats, attrs
+
+    def distances(self, feats: dict[str, np.ndarray], attrs: Any = None) -> tuple[np.ndarray, str]:
+        """The chain's final (q, g) distances and the row's name. Each query is one chain run
+        against the standing gallery (items = that query + the gallery), so a query's answer
+        never depends on the other queries sent with it."""
+        rc = self.config.retrieval
+        rerankers = {}
+        if self.online and rc.rerank:
+            rerankers = {m: self.index.graph(m, self._gallery[m]).rerank for m in feats}
+        num = len(next(iter(feats.values())))
+        out = np.empty((num, self.index.count), dtype=np.float32)
+        row = ""
+        for i in range(num):
+            attributes = None
+            if attrs is not None and self._attr is not None:
+                attributes = {h: (attrs[h][i : i + 1], self._attr[h]) for h in ATTRIBUTE_HEADS}
+            chain = RetrievalChain(
+                rc,
+                {m: (feats[m][i : i + 1], self._gallery[m]) for m in feats},
+                attributes=attributes,
+                gallery_tracks=self.items.track,
+                device=self.device,
+                rerankers=rerankers,
+            )
+            out[i] = chain.final_distances()[0]
+            row = chain.final
+        return out, row
+
+    def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
+        top = top or self.config.retrieval.top
+        ranking = top_indices(distances, min(offset + top, distances.shape[1]))[:, offset:]
+        it = self.items
+        return [
+            [
+                Hit(
+                    int(g),
+                    float(distances[q, g]),
+                    it.paths[g],
+                    it.names[g],
+                    int(it.camera[g]),
+                    int(it.track[g]),
+                )
+                for g in row
+            ]
+            for q, row in enumerate(ranking)
+        ]
+
+    def search(self, images: Sequence[str | os.PathLike[str]], top: int | None = None) -> list:
+        feats, attrs = self.features_of([Path(p) for p in images])
+        dist, _ = self.distances(feats, attrs)
+        return self.hits(dist, top)
+
+
+def query_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        paths = image_paths(source)
+        if paths:
+            return paths
+    raise DatasetError(f"{source}: no query images (an image file or a folder of images)")

@@ -1,0 +1,183 @@
+"""`vreid index build/add` and `vreid query`: real features of random-weights models on the
+``tiny`` synthetic data; results recomputed with the retrieval chain's full re-ranking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vreid.core.config import load_config
+from vreid.core.errors import VreidError
+from vreid.inference.extract import Extractor
+from vreid.retrieval.chain import RetrievalChain
+from vreid.retrieval.index_store import MANIFEST, GalleryIndex
+from vreid.retrieval.online import exact_neighbours
+from vreid.workflows.index import Searcher, add_to_index, build_index, compute_neighbours
+
+
+def _cfg(*extra: str):
+    return load_config(None, ["runtime.device=cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def built(random_checkpoints, image_folders, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("index") / "ix"
+    build_index(image_folders["gallery"], out, random_checkpoints, config=_cfg(), progress=False)
+    return out
+
+
+def test_build_stores_features_lists_and_manifest(built, random_checkpoints, image_folders):
+    ix = GalleryIndex(built)
+    paths = sorted(image_folders["gallery"].iterdir())
+    assert ix.count == len(paths)
+    assert ix.items().paths == [str(p.resolve()) for p in paths]
+    m = ix.manifest
+    assert [x["name"] for x in m["models"]] == ["model0", "model1"]
+    assert all(len(x["sha256"]) == 64 for x in m["models"])
+    feats = Extractor(random_checkpoints[0], device="cpu")(paths).numpy()
+    np.testing.assert_allclose(ix.features("model0"), feats, atol=1e-5)
+    idx, d, rowmax = ix.neighbours("model0")
+    _ref_idx, ref_d, ref_max = exact_neighbours(feats, idx.shape[1])
+    np.testing.assert_allclose(d, ref_d.numpy(), atol=1e-5)
+    np.testing.assert_allclose(rowmax, ref_max.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("rerank", [True, False])
+def test_query_equals_the_chain_with_full_reranking(
+    built, random_checkpoints, image_folders, rerank
+):
+    cfg = _cfg(f"retrieval.rerank={rerank}")
+    searcher = Searcher(built, config=cfg)
+    queries = sorted(image_folders["query"].iterdir())
+    feats, _ = searcher.features_of(queries)
+    online, row = searcher.distances(feats)
+    gallery = {m: np.array(GalleryIndex(built).features(m)) for m in feats}
+    for i in range(len(queries)):  # the chain on one query and the gallery, full re-ranking
+        chain = RetrievalChain(
+            cfg.retrieval,
+            {m: (feats[m][i : i + 1], gallery[m]) for m in feats},
+            device="cpu",
+        )
+        ref = chain.final_distances()[0]
+        np.testing.assert_allclose(online[i], ref, atol=1e-5)
+        assert (np.argsort(online[i], kind="stable") == np.argsort(ref, kind="stable")).all()
+    assert row == ("ensemble+rerank" if rerank else "ensemble")
+    hits = searcher.search(queries[:1], top=3)[0]
+    assert [h.id for h in hits] == np.argsort(online[0], kind="stable")[:3].tolist()
+
+
+def test_add_equals_building_everything(built, random_checkpoints, image_folders, tmp_path):
+    grown = tmp_path / "grown"
+    shutil.copytree(built, grown)
+    add_to_index(grown, image_folders["more"], config=_cfg(), progress=False)
+    both = tmp_path / "both"
+    both.mkdir()
+    for sub in ("gallery", "more"):
+        for p in image_folders[sub].iterdir():
+            shutil.copy(p, both / p.name)
+    a = GalleryIndex(grown)
+    ref = tmp_path / "ref"
+    build_index(both, ref, random_checkpoints, config=_cfg(), progress=False)
+    b = GalleryIndex(ref)
+    order = np.argsort([Path(p).name for p in a.items().paths])  # same images, other order
+    assert [Path(a.items().paths[i]).name for i in order] == [Path(p).name for p in b.items().paths]
+    fa, fb = np.asarray(a.features("model0"))[order], np.asarray(b.features("model0"))
+    np.testing.assert_allclose(fa, fb, atol=1e-5)
+    _, da, ma = a.neighbours("model0")
+    _, db, mb = b.neighbours("model0")
+    np.testing.assert_allclose(da[order], db, atol=1e-5)
+    np.testing.assert_allclose(ma[order], mb, atol=1e-5)
+    assert len(a.manifest["shards"]) == 2
+    assert a.manifest["neighbours"]["generation"] == 2
+    assert [d.name for d in (grown / "neighbours").iterdir()] == ["gen-00002"]
+    with pytest.raises(VreidError, match="already in the index"):
+        add_to_index(grown, image_folders["more"], config=_cfg(), progress=False)
+
+
+def test_an_interrupted_build_resumes_and_is_never_trusted(
+    random_checkpoints, image_folders, tmp_path
+):
+    out = tmp_path / "ix"
+    build_index(image_folders["more"], out, random_checkpoints, config=_cfg(), progress=False)
+    # simulate a build killed after the first model's features: no manifest, no second model
+    (out / MANIFEST).unlink()
+    kept = out / "shards" / "shard-00000" / "model0.npy"
+    (out / "shards" / "shard-00000" / "model1.npy").unlink()
+    before = kept.stat().st_mtime_ns
+    with pytest.raises(VreidError, match=r"no manifest\.json"):
+        Searcher(out, config=_cfg())
+    build_index(image_folders["more"], out, random_checkpoints, config=_cfg(), progress=False)
+    assert kept.stat().st_mtime_ns == before  # reused, not recomputed
+    assert GalleryIndex(out).count == len(list(image_folders["more"].iterdir()))
+    with pytest.raises(VreidError, match="already holds an index"):
+        build_index(image_folders["more"], out, random_checkpoints, config=_cfg(), progress=False)
+
+
+def test_dataset_split_float16_and_cameras(random_checkpoints, tiny_synth, tmp_path):
+    out = tmp_path / "ds"
+    build_index(
+        tiny_synth / "real",
+        out,
+        random_checkpoints[:1],
+        config=_cfg(),
+        data_format="aic20",
+        float16=True,
+        progress=False,
+    )
+    ix = GalleryIndex(out)
+    assert ix.features("model0").dtype == np.float16
+    items = ix.items()
+    assert (items.camera >= 0).all()
+    assert (items.track >= 0).any()
+    hits = Searcher(out, config=_cfg()).search(
+        sorted((tiny_synth / "real" / "image_query").iterdir())[:1], top=5
+    )[0]
+    assert len(hits) == 5
+    assert all(h.camera >= 0 for h in hits)
+
+
+def test_faiss_lists_report_recall():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, _d, rowmax, info = compute_neighbours(x, 20, backend="faiss")
+    assert idx.shape == (600, 20)
+    assert info["recall@100"] > 0.9
+    _, _, ref_max = exact_neighbours(x, 2)
+    np.testing.assert_allclose(rowmax, ref_max.numpy(), atol=1e-4)
+
+
+def test_cli_build_add_query(random_checkpoints, image_folders, tmp_path, vreid_cli):
+    out = tmp_path / "cli"
+    ck = [a for c in random_checkpoints for a in ("--checkpoint", str(c))]
+    r = vreid_cli(
+        "index",
+        "build",
+        str(image_folders["gallery"]),
+        "--out",
+        str(out),
+        *ck,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert r.returncode == 0, r.stderr
+    r = vreid_cli(
+        "index", "add", str(out), str(image_folders["more"]), "--device", "cpu", "--quiet"
+    )
+    assert r.returncode == 0, r.stderr
+    r = vreid_cli(
+        "query", str(out), str(image_folders["query"]), "--top", "4", "--json", "--device", "cpu"
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == len(list(image_folders["query"].iterdir()))
+    assert all(len(x["hits"]) == 4 for x in lines)
+    r = vreid_cli("query", str(tmp_path / "nothing"), str(image_folders["query"]))
+    assert r.returncode == 2
+    assert "manifest.json" in r.stderr

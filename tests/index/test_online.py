@@ -1,0 +1,65 @@
+"""Online re-ranking equals the dense k-reciprocal definition applied to one query and the gallery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vreid.retrieval.online import NeighbourGraph, exact_neighbours
+from vreid.retrieval.reranking import rerank
+
+
+def _clustered(rng, n, dim, ids, noise, quantise=True):
+    centres = rng.normal(size=(ids, dim))
+    x = centres[rng.integers(0, ids, n)] + noise * rng.normal(size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    if quantise:  # every distance exact in float32 (see docs/readme/retrieval.md)
+        x = np.round(x * 256) / 256
+    return x.astype(np.float32)
+
+
+def _check(gallery, queries, **kw):
+    graph = NeighbourGraph.build(gallery, 40)
+    got = graph.rerank(queries, **kw)
+    for i in range(len(queries)):
+        ref = rerank(queries[i : i + 1], gallery, device="cpu", **kw)[0]
+        np.testing.assert_allclose(got[i], ref, atol=1e-5, rtol=0)
+        top = min(100, len(gallery))
+        assert (
+            np.argsort(got[i], kind="stable")[:top] == np.argsort(ref, kind="stable")[:top]
+        ).all()
+
+
+@pytest.mark.parametrize(
+    ("g", "k1", "k2", "lam"),
+    [(300, 20, 6, 0.3), (400, 10, 3, 0.5), (250, 20, 1, 0.3), (25, 20, 6, 0.3), (300, 5, 2, 0.0)],
+)
+def test_equals_rerank_of_one_query(g, k1, k2, lam):
+    rng = np.random.default_rng(g + k1)
+    feats = _clustered(rng, g + 6, 16, max(3, g // 12), 0.6)
+    _check(feats[6:], feats[:6], k1=k1, k2=k2, lambda_value=lam)
+
+
+def test_duplicates_outliers_and_unquantised_features():
+    rng = np.random.default_rng(7)
+    gallery = _clustered(rng, 300, 32, 20, 0.5, quantise=False)
+    gallery[10] = gallery[11]  # exact ties between gallery items
+    queries = np.concatenate(
+        [
+            gallery[[3]],  # a copy of a gallery item (tie with the query)
+            -gallery[[5]],  # an outlier: farther than any gallery item for many rows
+            _clustered(rng, 3, 32, 20, 0.5, quantise=False),
+        ]
+    )
+    _check(gallery, queries, k1=20, k2=6, lambda_value=0.3)
+
+
+def test_neighbour_lists_are_exact_and_sorted():
+    rng = np.random.default_rng(1)
+    x = _clustered(rng, 200, 8, 10, 0.5)
+    _idx, d, rowmax = exact_neighbours(x, 12, block_rows=37)
+    full = ((x[:, None] - x[None]) ** 2).sum(-1)
+    ref = np.argsort(full, axis=1, kind="stable")[:, :12]
+    np.testing.assert_allclose(d.numpy(), np.take_along_axis(full, ref, 1), atol=1e-5)
+    np.testing.assert_allclose(rowmax.numpy(), full.max(1), atol=1e-5)
+    assert (np.diff(d.numpy(), axis=1) >= 0).all()
