@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vreid.core.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.core.devices import resolve_device
@@ -45,6 +45,7 @@ from vreid.core.errors import ConfigError, DatasetError
 from vreid.core.progress import progress_bar
 from vreid.data import load_dataset
 from vreid.data.files import is_image_name, walk_files
+from vreid.data.images import ImageReadError, open_image
 from vreid.inference.select import Selection, flatten_detections, select_boxes
 from vreid.models.detectors import LoadedDetector, detector_spec, file_sha256, load_detector
 
@@ -163,10 +164,9 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
         path = self.paths[index]
         try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            return index, f"{type(err).__name__}: {err}"
+            array = np.asarray(open_image(path))
+        except ImageReadError as err:
+            return index, err.reason
         return index, torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
