@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from vreid.core.artefacts import new_run_dir, write_json_atomic, write_npy_atomic, write_text_atomic
+from vreid.core.artefacts import (
+    atomic_path,
+    new_run_dir,
+    text_bytes,
+    write_json_atomic,
+    write_names_atomic,
+    write_npy_atomic,
+)
 from vreid.core.config import Config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import DatasetError
@@ -191,9 +198,11 @@ def search_images(
     for qi, row in enumerate(ranking):
         for rank, gi in enumerate(row.tolist(), start=1):
             writer.writerow([q_names[qi], rank, g_names[gi], f"{distances[qi, gi]:.6f}"])
-    write_text_atomic(run / "ranking.csv", buf.getvalue())
-    write_text_atomic(run / "query.txt", "".join(f"{n}\n" for n in q_names))
-    write_text_atomic(run / "gallery.txt", "".join(f"{n}\n" for n in g_names))
+    ranking_csv = text_bytes(buf.getvalue())  # file names keep their bytes (surrogateescape)
+    with atomic_path(run / "ranking.csv") as tmp:
+        tmp.write_bytes(ranking_csv)
+    write_names_atomic(run / "query.txt", q_names)
+    write_names_atomic(run / "gallery.txt", g_names)
     write_npy_atomic(run / "distances.npy", distances)
     shown = list(range(min(max_pictures, len(q_paths))))
     if shown:
