@@ -68,6 +68,9 @@ class DataConfig(Section):
     ``test_<n>_query.txt`` queries): 3000 small, 5000 medium, 10000 large."""
     folder_csv: Path | None = None
     """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
+    follow_links: bool = False
+    """Read images reached through symbolic links that leave the dataset root (an image, split or
+    identity folder linked elsewhere); ``False`` refuses them naming the link and its target."""
 
 
 # --------------------------------------------------------------------------------------------

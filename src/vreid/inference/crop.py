@@ -347,9 +347,10 @@ def _crop_images(
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
     journal_path = dst / JOURNAL_FILE
-    with bar, journal_path.open(
-        "a", newline="", encoding="utf-8", errors="surrogateescape"
-    ) as journal:
+    with (
+        bar,
+        journal_path.open("a", newline="", encoding="utf-8", errors="surrogateescape") as journal,
+    ):
         task = bar.add_task("crop", total=len(todo), info="")
         writer = csv.writer(journal, lineterminator="\n")
         processed = 0
