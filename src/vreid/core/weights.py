@@ -30,6 +30,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,6 +173,8 @@ def torch_load_problem(path: str | os.PathLike[str], err: BaseException) -> str:
             return f"it is {kind}, not a PyTorch file"
     if not head.startswith(b"PK\x03\x04") and head[:1] not in (b"\x80",):
         return f"not a PyTorch file ({size} bytes that are neither a zip archive nor a pickle)"
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        return f"the file is truncated or corrupt ({size} bytes; its zip directory is missing)"
     text = str(err)
     if "weights_only" in text or "Weights only load failed" in text:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)

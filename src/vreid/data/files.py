@@ -135,6 +135,12 @@ def check_name(name: str, where: str) -> str:
     """
     if not name:
         raise DatasetError(f"{where}: empty image name")
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        raise DatasetError(
+            f"{where}: image name {name!r} holds the control character {bad!r}; "
+            "is the file binary or damaged?"
+        )
     # String tests (pathlib is ~10x slower and this runs once per image).
     if (
         name.startswith("/")
@@ -360,3 +366,15 @@ def check_links(root: Path, paths: Iterable[str | os.PathLike[str]]) -> None:
             f"{link}: a symbolic link to {target}, outside the dataset root {root_real}{more}; "
             + FOLLOW_LINKS_HINT
         )
+
+
+def present(path: Path) -> bool:
+    """Whether an optional label/name/track file is there: ``True`` for a file, ``False`` when
+    nothing is at ``path``; anything else there (a folder, a broken link) is a
+    :class:`DatasetError`, so a label file replaced by a folder is never read as "no labels"."""
+    if path.is_file():
+        return True
+    if os.path.lexists(path):
+        what = "a broken link" if path.is_symlink() and not path.exists() else "not a file"
+        raise DatasetError(f"{path}: {what}; it must be the label file or be absent")
+    return False

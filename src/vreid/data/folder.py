@@ -146,8 +146,8 @@ def read_folder(
     for split in present:
         dataset.splits[split] = _scan_split(root, split)
     csv_path = Path(csv) if csv is not None else root / DEFAULT_CSV
-    if csv is not None and not csv_path.is_file():
+    if csv is not None and not present(csv_path):
         raise DatasetError(f"{csv_path}: label CSV not found")
-    if csv_path.is_file():
+    if present(csv_path):
         _apply_csv(csv_path, dataset.splits)
     return dataset

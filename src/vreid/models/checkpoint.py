@@ -104,6 +104,10 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(
+            f"{p}: is a folder; pass a checkpoint file (a run keeps them in {p}/checkpoints/)"
+        )
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found")
     try:
