@@ -413,3 +413,47 @@ def test_search_refuses_the_attribute_model_as_an_ensemble_member(tmp_path, vrei
 
 def test_errors_are_vreid_errors():
     assert issubclass(ImageReadError, VreidError)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. fixes of the hostile pass (docs/readme/reliability.md)
+
+
+def test_a_config_key_given_twice_is_refused(tmp_path):
+    from vreid.core.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  lr: 1.0e-3\n  lr: 5\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 3.*'lr' given twice"):
+        load_config(cfg)
+
+
+def test_features_with_nan_rows_are_never_written(tmp_path):
+    from vreid.core.errors import FeatureFileError
+
+    feats = np.ones((3, 4), np.float32)
+    feats[1, 2] = np.nan
+    with pytest.raises(FeatureFileError, match=r"1 of 3 feature rows are NaN or inf.*'b\.jpg'"):
+        save_features(tmp_path / "q", feats, ["a.jpg", "b.jpg", "c.jpg"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_label_file_replaced_by_a_folder_is_not_read_as_absent(tmp_path, tiny_synth):
+    root = tmp_path / "aic"
+    shutil.copytree(tiny_synth / "real", root)
+    (root / "train_label.xml").unlink()
+    (root / "train_label.xml").mkdir()
+    with pytest.raises(DatasetError, match=r"train_label\.xml: not a file"):
+        load_dataset(root)
+    (root / "train_label.xml").rmdir()
+    (root / "train_label.xml").symlink_to(tmp_path / "gone.xml")
+    with pytest.raises(DatasetError, match=r"train_label\.xml: a broken link"):
+        load_dataset(root)
+
+
+def test_control_characters_in_an_image_name(tmp_path, tiny_synth):
+    root = tmp_path / "aic"
+    shutil.copytree(tiny_synth / "real", root)
+    (root / "name_query.txt").write_bytes(b"\x00\x01.jpg\n")
+    with pytest.raises(DatasetError, match=r"name_query\.txt, line 1: .*control character"):
+        load_dataset(root)

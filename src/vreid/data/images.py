@@ -6,8 +6,8 @@ Every reader of image files (the torch Datasets, cropping, calibration, rank-lis
 * **a pixel limit**: an image whose header declares more than ``max_pixels`` pixels (a
   "decompression bomb": a 30000×30000 PNG is a few MB on disk and 2.7 GB decoded) is refused
   before it is decoded, with a :class:`ImageReadError` naming the file and its size;
-* **no more pixels than needed**: with ``target=(width, height)`` a large image is reduced while
-  it is read (JPEG: ``Image.draft``, a reduced-scale DCT decode; other formats: ``Image.reduce``)
+* **no more pixels than needed**: with ``target=(width, height)`` a large image (over
+  :data:`REDUCE_ABOVE` pixels) is reduced while it is read (JPEG: ``Image.draft``, a reduced-scale DCT decode; other formats: ``Image.reduce``)
   to the smallest size that is still at least ``target`` in both dimensions;
 * **RGB out**, file closed; anything Pillow cannot decode (truncated, not an image, a broken
   header) is a :class:`ImageReadError` naming the file and what is wrong, never a Pillow
@@ -55,9 +55,16 @@ def _fail(path: str | os.PathLike[str], reason: str, hint: str = "") -> ImageRea
     return ImageReadError(f"{path}: {reason}; {hint}", str(path), reason)
 
 
+REDUCE_ABOVE = 8_000_000
+"""Images of more pixels than this are reduced on read when the caller gives a ``target``; smaller
+ones are decoded whole, so ordinary images give exactly the numbers of a full decode (a path and
+the same picture passed as an array give the same features)."""
+
+
 def _reduction(size: tuple[int, int], target: tuple[int, int] | None) -> int:
-    """The largest integer factor that keeps ``size`` at least ``target`` in both dimensions."""
-    if target is None:
+    """The largest integer factor that keeps ``size`` at least ``target`` in both dimensions
+    (1 for images of at most :data:`REDUCE_ABOVE` pixels)."""
+    if target is None or size[0] * size[1] <= REDUCE_ABOVE:
         return 1
     tw, th = max(1, int(target[0])), max(1, int(target[1]))
     return max(1, min(size[0] // tw, size[1] // th))
@@ -99,7 +106,7 @@ def open_image(
                 if factor > 1 and img.format == "JPEG":
                     assert target is not None
                     img.draft("RGB", (max(1, int(target[0])), max(1, int(target[1]))))
-                    factor = _reduction(img.size, target)
+                    factor = max(1, min(img.size[0] // target[0], img.size[1] // target[1]))
                 img.load()
                 if factor > 1 and img.mode in _REDUCIBLE:  # reduce first: no full-size copy
                     out = img.reduce(factor).convert("RGB")
@@ -130,7 +137,7 @@ def open_image(
     except Exception as err:  # Pillow raises many types for corrupt data
         text = str(err).replace(str(path), "<file>").strip().splitlines()
         reason = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-        raise _fail(path, f"cannot decode the image ({reason})") from None
+        raise _fail(path, f"cannot read the image ({reason})") from None
     out.info[SOURCE_SIZE] = (width, height)
     return out
 

@@ -32,6 +32,13 @@ def save_features(stem: str | os.PathLike[str], features: np.ndarray, names: Seq
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != len(names):
         raise ValueError(f"features {features.shape} do not match {len(names)} names")
+    bad = ~np.isfinite(features).all(axis=1) if features.size else np.zeros(0, bool)
+    if bad.any():  # what load_features refuses is never written: no silent NaN rows
+        rows = np.flatnonzero(bad)
+        raise FeatureFileError(
+            f"{npy}: not written: {rows.size} of {len(names)} feature rows are NaN or inf (first: "
+            f"{names[int(rows[0])]!r}); the model's weights or these images are broken"
+        )
     index = names_bytes(names)  # encoded first: nothing is written if a name cannot be
     # Both files are complete before either is renamed into place (names first, then features),
     # so a failure never leaves one file of the pair new and the other missing or old.
