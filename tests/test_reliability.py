@@ -457,3 +457,22 @@ def test_control_characters_in_an_image_name(tmp_path, tiny_synth):
     (root / "name_query.txt").write_bytes(b"\x00\x01.jpg\n")
     with pytest.raises(DatasetError, match=r"name_query\.txt, line 1: .*control character"):
         load_dataset(root)
+
+
+def test_the_same_ensemble_member_given_twice_is_refused(tmp_path, vreid_cli):
+    from vreid.core.errors import ConfigError
+    from vreid.retrieval.chain import member_names
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ConfigError, match="given twice as a feature directory"):
+        member_names([tmp_path / "a", tmp_path / "b" / ".." / "a"], what="a feature directory")
+    assert member_names([tmp_path / "x" / "f", tmp_path / "y" / "f"], what="d") == [
+        str(tmp_path / "x" / "f"),
+        str(tmp_path / "y" / "f"),
+    ]
+    ckpt = _reid_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "q").mkdir()
+    _noise(tmp_path / "q" / "a.png")
+    proc = vreid_cli("search", ckpt, ckpt, "-q", tmp_path / "q", "-g", tmp_path / "q")
+    assert proc.returncode == 2
+    assert "given twice as a checkpoint" in proc.stderr

@@ -48,7 +48,7 @@ from vreid.data.records import ImageRecord
 from vreid.inference.attributes import attribute_features
 from vreid.inference.crop import crop_folder
 from vreid.inference.extract import Extractor
-from vreid.retrieval.chain import RetrievalChain
+from vreid.retrieval.chain import RetrievalChain, member_names
 from vreid.retrieval.submission import top_indices
 from vreid.workflows.report.ranklist import draw_rank_list
 
@@ -143,6 +143,7 @@ def search_images(
     rc = cfg.retrieval
     if not checkpoints:
         raise DatasetError("search needs at least one checkpoint of `vreid train`")
+    names = member_names(checkpoints, what="a checkpoint", stem=True)
     device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
     q_root, q_paths = _images_of(Path(query), "query")
     g_root, g_paths = _images_of(Path(gallery), "gallery")
@@ -155,9 +156,6 @@ def search_images(
         q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
         g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
 
-    names = [Path(c).stem for c in checkpoints]
-    if len(set(names)) != len(names):
-        names = [str(c) for c in checkpoints]
     features = {}
     for name, ckpt in zip(names, checkpoints, strict=True):
         extract = Extractor(
