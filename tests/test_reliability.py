@@ -476,3 +476,14 @@ def test_the_same_ensemble_member_given_twice_is_refused(tmp_path, vreid_cli):
     proc = vreid_cli("search", ckpt, ckpt, "-q", tmp_path / "q", "-g", tmp_path / "q")
     assert proc.returncode == 2
     assert "given twice as a checkpoint" in proc.stderr
+
+
+def test_a_failed_write_names_the_file_it_was_making(tmp_path):
+    from vreid.core.artefacts import atomic_path
+
+    target = tmp_path / "out" / "metrics.json"
+    with pytest.raises(OSError, match="No space left") as err, atomic_path(target) as tmp:
+        tmp.write_text("{")
+        raise OSError(28, "No space left on device")  # what a full disk gives a write
+    assert err.value.filename == str(target)
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its temporary

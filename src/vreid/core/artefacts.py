@@ -47,7 +47,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as err:
+            if err.filename is not None or err.errno is None:
+                raise
+            # A failed write (disk full, file too large, I/O error) names no file: name the one
+            # being written, so the user sees which output could not be made.
+            raise OSError(err.errno, err.strerror, str(path)) from None
         os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
