@@ -482,8 +482,13 @@ def test_a_failed_write_names_the_file_it_was_making(tmp_path):
     from vreid.core.artefacts import atomic_path
 
     target = tmp_path / "out" / "metrics.json"
-    with pytest.raises(OSError, match="No space left") as err, atomic_path(target) as tmp:
-        tmp.write_text("{")
-        raise OSError(28, "No space left on device")  # what a full disk gives a write
+
+    def write_on_a_full_disk() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_text("{")
+            raise OSError(28, "No space left on device")  # what a full disk gives a write
+
+    with pytest.raises(OSError, match="No space left") as err:
+        write_on_a_full_disk()
     assert err.value.filename == str(target)
     assert list((tmp_path / "out").iterdir()) == []  # neither the file nor its temporary
