@@ -121,7 +121,8 @@ def test_crop_dataset_end_to_end(tiny_synth, random_detector, tmp_path):
     info = json.loads((dst / "crop_report.json").read_text())
     assert info["images"] == report.images
     assert info["detector"] == ARCH
-    assert not (dst / ".crop_progress.csv").exists()
+    # the journal stays: a later run verifies finished crops against it
+    assert (dst / ".crop_progress.csv").is_file()
     assert not _temporaries(dst)
 
     # a second run skips everything
@@ -289,11 +290,15 @@ def test_cli_crop_folder_and_error_line(random_detector, tmp_path, vreid_cli):
 
 
 def test_journal_with_a_torn_last_line(tmp_path):
-    from vreid.inference.crop import _read_box_file
+    from vreid.inference.crop import _read_journal
 
     journal = tmp_path / ".crop_progress.csv"
-    journal.write_text("a.jpg,1,2,30,40,1,0.9000,64,48\nb.jpg,0,0,64,48,0,0.0000,64,4")
-    boxes = _read_box_file(journal)
-    assert list(boxes) == ["a.jpg"]
-    assert boxes["a.jpg"].x2 == 30
-    assert boxes["a.jpg"].height == 48
+    journal.write_text(
+        "a.jpg,1,2,30,40,1,0.9000,64,48,1234,00ff\nb.jpg,0,0,64,48,0,0.0000,64,48,99,ab"
+    )
+    entries = _read_journal(journal)
+    assert list(entries) == ["a.jpg"]
+    box, size, digest = entries["a.jpg"]
+    assert box.x2 == 30
+    assert box.height == 48
+    assert (size, digest) == (1234, "00ff")

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as err:
+            if err.filename is not None or err.errno is None:
+                raise
+            # A failed write (disk full, file too large, I/O error) names no file: name the one
+            # being written, so the user sees which output could not be made.
+            raise OSError(err.errno, err.strerror, str(path)) from None
         os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, path)
     finally:
@@ -60,6 +67,70 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# image names in index files (one name a line)
+
+NAME_ERRORS = "surrogateescape"
+"""How names are encoded in index files: UTF-8 with ``surrogateescape``, so a file name that is
+not valid UTF-8 (Python holds its undecodable bytes as surrogates, ``os.fsdecode``) is written as
+its original bytes and read back as the same ``str``."""
+
+
+def encode_name(name: str) -> str:
+    """One index line for ``name``: a backslash, line feed or carriage return (all allowed in POSIX
+    file names) is escaped as ``\\``, ``\n``, ``\r`` so every name is exactly one line."""
+    if "\\" in name or "\n" in name or "\r" in name:
+        name = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return name
+
+
+def decode_name(line: str) -> str:
+    """The name of an index line written by :func:`encode_name`."""
+    if "\\" not in line:
+        return line
+    out, i = [], 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line) and line[i + 1] in "\\nr":
+            out.append({"\\": "\\", "n": "\n", "r": "\r"}[line[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def names_bytes(names: Iterable[str]) -> bytes:
+    """The bytes of a name index (one :func:`encode_name` line each, UTF-8 + surrogateescape)."""
+    return "".join(f"{encode_name(str(n))}\n" for n in names).encode("utf-8", NAME_ERRORS)
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` (e.g. a CSV holding file names) as UTF-8 with names' undecodable bytes restored."""
+    return text.encode("utf-8", NAME_ERRORS)
+
+
+def write_names_atomic(path: str | os.PathLike[str], names: Iterable[str]) -> Path:
+    """Write a name index (see :func:`names_bytes`) atomically; any file name round-trips."""
+    data = names_bytes(names)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def read_names(path: str | os.PathLike[str]) -> list[str]:
+    """The names of an index written by :func:`write_names_atomic`; unreadable → VreidError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise VreidError(f"{path}: cannot read ({err.strerror or err})") from None
+    lines = data.decode("utf-8", NAME_ERRORS).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    # A raw carriage return is never written (names escape theirs): it is a CRLF line ending.
+    return [decode_name(line.removesuffix("\r")) for line in lines]
 
 
 def write_npy_atomic(path: str | os.PathLike[str], array: Any) -> Path:

@@ -68,6 +68,9 @@ class DataConfig(Section):
     ``test_<n>_query.txt`` queries): 3000 small, 5000 medium, 10000 large."""
     folder_csv: Path | None = None
     """Folder layout only: per-image CSV of camera/track/colour/type (default ``root/labels.csv``)."""
+    follow_links: bool = False
+    """Read images reached through symbolic links that leave the dataset root (an image, split or
+    identity folder linked elsewhere); ``False`` refuses them naming the link and its target."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,6 +562,26 @@ def config_from_dict(tree: dict[str, Any], *, source: str = "config") -> Config:
         raise ConfigError(_format_validation_error(err, Config, source)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so ``lr: 1e-3`` … ``lr: 5`` would train with 5 without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: typing.Sequence[str] = (),
@@ -578,7 +601,7 @@ def load_config(
         p = resolve_config(path)
         source = str(p)
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_StrictLoader)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

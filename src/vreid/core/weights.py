@@ -30,6 +30,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,10 +133,60 @@ def read_weights_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt zip, a pickle of disallowed objects, …
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise WeightsError(
-            f"{path}: cannot read it as a PyTorch weights file ({type(err).__name__}: {first})"
+            f"{path}: cannot read it as a PyTorch weights file ({torch_load_problem(path, err)})"
         ) from None
+
+
+# First bytes of files that are often passed by mistake where a PyTorch file is expected.
+_MAGIC = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"{", "a JSON/text file"),
+    (b"<", "an XML/HTML file"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF", "an HDF5 (Keras) file"),
+)
+
+
+def torch_load_problem(path: str | os.PathLike[str], err: BaseException) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in a few words.
+
+    The one description every loader of PyTorch files uses: an empty file, a file of another kind
+    (recognised by its first bytes), a file holding objects other than tensors and plain data, or
+    the first line of PyTorch's message. PyTorch's advice to retry with ``weights_only=False`` is
+    never repeated: that would run code from the file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        size = os.path.getsize(path)
+    except OSError as os_err:
+        return f"cannot read it: {os_err.strerror or os_err}"
+    if size == 0:
+        return "the file is empty (0 bytes); an interrupted copy or download?"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"it is {kind}, not a PyTorch file"
+    if not head.startswith(b"PK\x03\x04") and head[:1] not in (b"\x80",):
+        return f"not a PyTorch file ({size} bytes that are neither a zip archive nor a pickle)"
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        return f"the file is truncated or corrupt ({size} bytes; its zip directory is missing)"
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"it holds Python objects{what} besides tensors and plain data, which vreid does not "
+            "load because loading them runs code from the file"
+        )
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    if isinstance(err, EOFError) or "failed finding central directory" in first:
+        return f"the file is truncated or corrupt ({size} bytes)"
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 @contextmanager

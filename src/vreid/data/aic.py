@@ -28,6 +28,7 @@ from vreid.data.files import (
     parse_camera,
     parse_int,
     parse_tracks,
+    present,
     read_checked_name_file,
     read_label_items,
     require_images,
@@ -147,10 +148,10 @@ def _read_split(
         return None
 
     items: dict[str, LabelItem] = {}
-    if label_file.is_file():
+    if present(label_file):
         items = {name: item for name, item, _ in read_label_items(label_file)}
 
-    if name_file.is_file():
+    if present(name_file):
         listed = read_checked_name_file(name_file)
         if items:
             listed_set = {n for n, _ in listed}
@@ -167,7 +168,7 @@ def _read_split(
                         f"{name_file}; the name and label files must list the same images"
                     )
         source = name_file
-    elif label_file.is_file():
+    elif present(label_file):
         listed = [(n, f"{label_file}, line {it.line}") for n, it in items.items()]
         source = label_file
     else:
@@ -185,9 +186,9 @@ def _read_split(
     track_of: dict[str, int] = {}
     track_id_file = root / f"{stem}_track_id.txt"
     track_name_file = root / f"{stem}_track.txt"
-    if track_id_file.is_file():
+    if present(track_id_file):
         track_of = parse_tracks(track_id_file, names, by_index=True)
-    elif track_name_file.is_file():
+    elif present(track_name_file):
         track_of = parse_tracks(track_name_file, names, by_index=False)
         _warn_untracked(
             track_name_file, track_id_file, split, len(names) - len(track_of), len(names)

@@ -135,6 +135,12 @@ def check_name(name: str, where: str) -> str:
     """
     if not name:
         raise DatasetError(f"{where}: empty image name")
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        raise DatasetError(
+            f"{where}: image name {name!r} holds the control character {bad!r}; "
+            "is the file binary or damaged?"
+        )
     # String tests (pathlib is ~10x slower and this runs once per image).
     if (
         name.startswith("/")
@@ -285,3 +291,90 @@ def parse_camera(value: str, where: str) -> int:
     if not digits.isdigit():
         raise DatasetError(f"{where}: cameraID {value!r} is not of the form 'c026'")
     return int(digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolic links that leave the dataset root
+
+FOLLOW_LINKS_HINT = (
+    "copy it into the root, or opt in to links that leave it with --follow-links "
+    "(data.follow_links: true)"
+)
+
+
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def check_links(root: Path, paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse image paths under ``root`` that reach outside it through a symbolic link.
+
+    The rule the label files' names keep (:func:`check_name`) held for what links resolve to: a
+    folder on the way from ``root`` to an image (a split folder, an identity folder) or the image
+    itself may be a link only to somewhere inside ``root`` (resolved). The first offender is a
+    :class:`DatasetError` naming the link and its target (and how many more there are).
+
+    Fast on trees without links: one ``lstat`` per distinct folder and one ``os.scandir`` per folder
+    (its entries' link bit comes with the listing), no per-image ``resolve()``; only links are
+    resolved.
+    """
+    root_s = os.path.abspath(root)
+    root_real = os.path.realpath(root_s)
+    by_dir: dict[str, list[str]] = {}
+    for path in paths:
+        full = os.path.abspath(path)
+        head, _, base = full.rpartition(os.sep)
+        by_dir.setdefault(head, []).append(base)
+    bad: list[tuple[str, str]] = []
+    link_ok: dict[str, bool] = {}
+
+    def folder_ok(folder: str) -> bool:
+        # every component from root down to ``folder``
+        if folder in link_ok:
+            return link_ok[folder]
+        if folder == root_s or not folder.startswith(root_s + os.sep):
+            link_ok[folder] = True
+            return True
+        parent = os.path.dirname(folder)
+        ok = folder_ok(parent)
+        if ok and os.path.islink(folder):
+            target = os.path.realpath(folder)
+            if not _inside(target, root_real):
+                bad.append((folder, target))
+                ok = False
+        link_ok[folder] = ok
+        return ok
+
+    for folder, names in by_dir.items():
+        if not folder_ok(folder):
+            continue
+        try:
+            with os.scandir(folder) as it:
+                links = {e.name for e in it if e.is_symlink()}
+        except OSError:
+            continue  # the reader reports missing folders/images itself
+        for name in names:
+            if name in links:
+                link = os.path.join(folder, name)
+                target = os.path.realpath(link)
+                if not _inside(target, root_real):
+                    bad.append((link, target))
+    if bad:
+        link, target = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DatasetError(
+            f"{link}: a symbolic link to {target}, outside the dataset root {root_real}{more}; "
+            + FOLLOW_LINKS_HINT
+        )
+
+
+def present(path: Path) -> bool:
+    """Whether an optional label/name/track file is there: ``True`` for a file, ``False`` when
+    nothing is at ``path``; anything else there (a folder, a broken link) is a
+    :class:`DatasetError`, so a label file replaced by a folder is never read as "no labels"."""
+    if path.is_file():
+        return True
+    if os.path.lexists(path):
+        what = "a broken link" if path.is_symlink() and not path.exists() else "not a file"
+        raise DatasetError(f"{path}: {what}; it must be the label file or be absent")
+    return False

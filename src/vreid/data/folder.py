@@ -17,6 +17,7 @@ from pathlib import Path
 from vreid.core.errors import DatasetError
 from vreid.data.attributes import AIC_COLORS, AIC_TYPES
 from vreid.data.files import check_name, is_image_name, read_text
+from vreid.data.files import present as file_present
 from vreid.data.records import SPLITS, ImageRecord, ReidDataset
 
 DEFAULT_CSV = "labels.csv"
@@ -146,8 +147,8 @@ def read_folder(
     for split in present:
         dataset.splits[split] = _scan_split(root, split)
     csv_path = Path(csv) if csv is not None else root / DEFAULT_CSV
-    if csv is not None and not csv_path.is_file():
+    if csv is not None and not file_present(csv_path):
         raise DatasetError(f"{csv_path}: label CSV not found")
-    if csv_path.is_file():
+    if file_present(csv_path):
         _apply_csv(csv_path, dataset.splits)
     return dataset

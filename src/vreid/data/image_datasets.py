@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from vreid.core.errors import DatasetError, VreidError
 from vreid.data.files import is_image_name, walk_files
+from vreid.data.images import open_image
 from vreid.data.records import ImageRecord
 
 
@@ -43,26 +45,39 @@ def worker_errors() -> Iterator[None]:
         raise type(err)(last) from None
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as RGB; an unreadable or missing file is a :class:`DatasetError` naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DatasetError(
-            f"{path}: cannot read the image ({err}); replace or remove the file "
-            "(`vreid data check ROOT` lists every unreadable image)"
-        ) from None
+def load_image(
+    path: str | os.PathLike[str], *, target: tuple[int, int] | None = None
+) -> Image.Image:
+    """Open an image file as RGB (see :func:`vreid.data.images.open_image`: the pixel limit, and a
+    reduction on read to at least ``target = (width, height)``); an unreadable, missing or
+    oversized file is a :class:`DatasetError` naming it."""
+    return open_image(path, target=target)
 
 
-def to_pil(image: Any) -> Image.Image:
-    """A path, PIL image or array (H, W, 3) uint8 RGB / (H, W) grey → a PIL RGB image."""
+def needed_size(transform: Any) -> tuple[int, int] | None:
+    """``(width, height)`` an image must keep for ``transform`` (the largest ``Resize`` of a
+    torchvision v2 pipeline, e.g. the enlarge step of training), or ``None`` when unknown."""
+    sizes: list[tuple[int, int]] = []
+
+    def walk(t: Any) -> None:
+        if isinstance(t, v2.Resize) and isinstance(t.size, list | tuple) and len(t.size) == 2:
+            sizes.append((int(t.size[1]), int(t.size[0])))
+        for child in getattr(t, "transforms", None) or []:
+            walk(child)
+
+    walk(transform)
+    if not sizes:
+        return None
+    return max(w for w, _ in sizes), max(h for _, h in sizes)
+
+
+def to_pil(image: Any, *, target: tuple[int, int] | None = None) -> Image.Image:
+    """A path, PIL image or array (H, W, 3) uint8 RGB / (H, W) grey → a PIL RGB image (a path is
+    decoded by :func:`load_image`, reduced towards ``target``)."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, str | os.PathLike):
-        return load_image(image)
+        return load_image(image, target=target)
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:
@@ -108,6 +123,7 @@ class ReidImageDataset(Dataset):
     ) -> None:
         self.records = list(records)
         self.transform = transform
+        self.target = needed_size(transform)
         if require_ids and id_to_label is None:
             id_to_label = label_map(self.records)
         self.id_to_label = id_to_label or {}
@@ -126,7 +142,7 @@ class ReidImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         record = self.records[index]
-        image = load_image(record.path)
+        image = load_image(record.path, target=self.target)
         return self.transform(image), self.labels[index], index
 
 
@@ -138,12 +154,13 @@ class ImageListDataset(Dataset):
     ) -> None:
         self.images = list(images)
         self.transform = transform
+        self.target = needed_size(transform)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(to_pil(self.images[index]))
+        return self.transform(to_pil(self.images[index], target=self.target))
 
 
 def image_paths(folder: str | os.PathLike[str]) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from vreid.data.images import ImageReadError, open_image
 from vreid.data.records import ImageRecord, ReidDataset
 
 
@@ -70,13 +72,13 @@ def check_image(path: Path) -> str | None:
     Decoding uses JPEG draft mode (reduced-scale DCT) so the whole stream is read cheaply.
     """
     try:
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
-            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
-    except FileNotFoundError:
-        return "file not found"
+        open_image(path, target=(64, 64))  # the pixel limit, and the whole stream decoded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.verify()
+    except ImageReadError as err:
+        return err.reason.replace(str(path), "<file>")
     except Exception as err:  # Pillow raises many types for corrupt data
         return f"{type(err).__name__}: {err}".replace(str(path), "<file>")
     return None

@@ -11,6 +11,7 @@ from typing import Any
 from vreid.core.config import DataConfig, DatasetFormat
 from vreid.core.errors import DatasetError
 from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
+from vreid.data.files import check_links
 from vreid.data.folder import read_folder
 from vreid.data.records import ReidDataset
 from vreid.data.vehicleid import read_vehicleid
@@ -79,7 +80,13 @@ def detect_format(root: str | os.PathLike[str]) -> str:
     )
 
 
-def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: Any) -> ReidDataset:
+def load_dataset(
+    root: str | os.PathLike[str],
+    format: str = "auto",
+    *,
+    follow_links: bool = False,
+    **options: Any,
+) -> ReidDataset:
     """Read the dataset under ``root`` into :class:`ReidDataset` (records per split, file order).
 
     ``format``: ``auto`` (detect) or one of :data:`FORMATS`. Options: ``vehicleid`` takes
@@ -88,9 +95,17 @@ def load_dataset(root: str | os.PathLike[str], format: str = "auto", **options: 
     camera/track/colour/type).
     :func:`load_from_config` passes the config's options of the format read. Bad input raises :class:`DatasetError`
     naming the file (and line) and what is wrong. Images are stat-checked, not opened (see
-    :func:`vreid.data.check_images`).
+    :func:`vreid.data.check_images`). An image reached through a symbolic link that leaves
+    ``root`` (the image, a split or identity folder) is refused naming the link and its target
+    unless ``follow_links`` (:func:`vreid.data.files.check_links`).
     """
-    root = Path(root)
+    dataset = _read(Path(root), format, options)
+    if not follow_links:
+        check_links(Path(root), (r.path for recs in dataset.splits.values() for r in recs))
+    return dataset
+
+
+def _read(root: Path, format: str, options: dict[str, Any]) -> ReidDataset:
     if format == "auto":
         format = detect_format(root)
     if format not in FORMATS:
@@ -138,4 +153,4 @@ def load_from_config(
         options = {"test_size": data.veriwild_test_size}
     elif fmt == "folder" and data.folder_csv is not None:
         options = {"csv": data.folder_csv}
-    return load_dataset(root, fmt, **options)
+    return load_dataset(root, fmt, follow_links=data.follow_links, **options)

@@ -24,7 +24,7 @@ import numpy as np
 
 from vreid.core.errors import DatasetError
 from vreid.data import vehicleid_attributes
-from vreid.data.files import check_name, check_unique, read_lines, require_images
+from vreid.data.files import check_name, check_unique, present, read_lines, require_images
 from vreid.data.records import ImageRecord, ReidDataset
 
 TEST_SIZES = (800, 1600, 2400)
@@ -156,10 +156,10 @@ def read_vehicle_attributes(root: str | os.PathLike[str]) -> dict[int, VehicleAt
     folder = Path(root) / "attribute"
     colors: dict[int, str | None] = {}
     models: dict[int, str | None] = {}
-    if (folder / "color_attr.txt").is_file():
+    if present(folder / "color_attr.txt"):
         names = _names(folder / "color_names.txt", DEFAULT_COLOR_NAMES)
         colors = _per_vehicle(folder / "color_attr.txt", names, "color")
-    if (folder / "model_attr.txt").is_file():
+    if present(folder / "model_attr.txt"):
         model_names = _names(folder / "model_names.txt", None)
         models = _per_vehicle(folder / "model_attr.txt", model_names, "model")
     return {
@@ -207,13 +207,13 @@ def read_vehicleid(
         )
 
     train_list = split_dir / "train_list.txt"
-    if train_list.is_file():
+    if present(train_list):
         entries = _read_list(train_list)
         require_images(folder, [(n, w) for n, _, w in entries])
         dataset.splits["train"] = [record(n, v, "train") for n, v, _ in entries]
 
     test_list = split_dir / f"test_list_{test_size}.txt"
-    if not test_list.is_file():
+    if not present(test_list):
         raise DatasetError(
             f"{test_list}: VehicleID test list not found; choose test_size among the lists "
             f"present in {split_dir}"

@@ -23,6 +23,7 @@ from vreid.data.files import (
     list_images,
     parse_camera,
     parse_int,
+    present,
     read_checked_name_file,
     read_label_items,
     read_lines,
@@ -92,7 +93,7 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
 
     for split in SPLITS:
         label_file = root / f"{_STEMS[split]}_label.xml"
-        if not label_file.is_file():
+        if not present(label_file):
             continue
         labels[split] = {
             name: (item.attrs, where) for name, item, where in read_label_items(label_file)
@@ -102,13 +103,13 @@ def read_veri(root: str | os.PathLike[str]) -> ReidDataset:
         folder = root / VERI_IMAGE_DIRS[split]
         name_file = root / f"name_{_STEMS[split]}.txt"
         if not folder.is_dir():
-            if name_file.is_file() or split in labels:
+            if present(name_file) or split in labels:
                 raise DatasetError(
-                    f"{name_file if name_file.is_file() else root / f'{_STEMS[split]}_label.xml'}"
+                    f"{name_file if present(name_file) else root / f'{_STEMS[split]}_label.xml'}"
                     f": lists the {split} images, but their folder {folder} is missing"
                 )
             continue
-        if name_file.is_file():
+        if present(name_file):
             listed = read_checked_name_file(name_file)
             source: Path = name_file
         else:

@@ -16,14 +16,17 @@ Files written in DST besides the dataset:
 * ``crop_report.json`` — the settings, counts and timing of the last run.
 
 Resumable: each finished image is written atomically (temporary file + rename) and then appended to
-the journal ``DST/.crop_progress.csv``; a rerun skips images that are in the journal and on disk,
-and removes temporary files an interrupted run left behind. The journal is folded into
-``crop_boxes.csv`` when the run completes.
+the journal ``DST/.crop_progress.csv`` with its size and BLAKE2b digest; a rerun skips only images
+the journal lists whose file in DST still has that size and digest (a file placed there by hand, or
+emptied or corrupted since, is cropped again), and removes temporary files an interrupted run left
+behind. The journal is folded into ``crop_boxes.csv`` when the run completes, and kept for the
+next run's check.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vreid.core.artefacts import atomic_path, write_json_atomic, write_text_atomic
 from vreid.core.config import CropConfig
@@ -46,6 +49,7 @@ from vreid.core.errors import ConfigError, DatasetError
 from vreid.core.progress import progress_bar
 from vreid.data import load_dataset
 from vreid.data.files import is_image_name, walk_files
+from vreid.data.images import ImageReadError, open_image
 from vreid.inference.select import Selection, flatten_detections, select_boxes
 from vreid.models.detectors import LoadedDetector, detector_spec, file_sha256, load_detector
 
@@ -164,10 +168,9 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
         path = self.paths[index]
         try:
-            with Image.open(path) as img:
-                array = np.asarray(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            return index, f"{type(err).__name__}: {err}"
+            array = np.asarray(open_image(path))
+        except ImageReadError as err:
+            return index, err.reason
         return index, torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -245,39 +248,70 @@ def _remove_stale_temporaries(dst: Path) -> int:
     return removed
 
 
-def _read_box_file(path: Path) -> dict[str, CropBox]:
-    """Rows of ``crop_boxes.csv`` or of the journal; a torn last line (interrupted write) is ignored."""
-    boxes: dict[str, CropBox] = {}
+def _read_journal(path: Path) -> dict[str, tuple[CropBox, int, str]]:
+    """``image → (box, size, digest)`` of the journal's rows; a torn last line (interrupted write)
+    or a row without its file fingerprint is ignored (that image is done again)."""
+    entries: dict[str, tuple[CropBox, int, str]] = {}
     if not path.is_file():
-        return boxes
-    text = path.read_text(encoding="utf-8", errors="replace")
+        return entries
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
     lines = text.split("\n")
     lines = lines[:-1]  # after the last newline: empty, or a line whose writing was cut off
     for row in csv.reader(lines):
-        if not row or row[0] == "image":
+        if len(row) != len(_BOX_FIELDS) + 2 or row[0] == "image":
             continue
         try:
-            box = CropBox.from_row(row)
+            box = CropBox.from_row(row[: len(_BOX_FIELDS)])
+            size = int(row[-2])
         except ValueError:
             continue
-        boxes[box.image] = box
-    return boxes
+        entries[box.image] = (box, size, row[-1])
+    return entries
+
+
+def _fingerprint(path: Path) -> tuple[int, str]:
+    """``(size, BLAKE2b digest)`` of a file, what the journal records of each finished crop."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _verified(dst: Path, entries: dict[str, tuple[CropBox, int, str]]) -> dict[str, CropBox]:
+    """The journal's images whose file in DST is still the one the journal recorded (same size and
+    digest); anything else (missing, emptied, replaced, corrupt) is done again."""
+    done = {}
+    for rel, (box, size, digest) in entries.items():
+        path = dst / rel
+        try:
+            if path.stat().st_size != size or _fingerprint(path) != (size, digest):
+                continue
+        except OSError:
+            continue
+        done[rel] = box
+    return done
 
 
 def _save_crop(
     tensor: torch.Tensor, box: CropBox, src_path: Path, dst_path: Path, quality: int
-) -> None:
-    """Write the crop of ``tensor`` (3, H, W) uint8, or copy the source file when nothing was found."""
+) -> tuple[int, str]:
+    """Write the crop of ``tensor`` (3, H, W) uint8, or copy the source file when nothing was found;
+    returns the written file's :func:`_fingerprint` (recorded in the journal)."""
     with atomic_path(dst_path) as tmp:
         if not box.found:
             shutil.copyfile(src_path, tmp)
-            return
-        region = tensor[:, box.y1 : box.y2, box.x1 : box.x2].permute(1, 2, 0).numpy()
-        image = Image.fromarray(np.ascontiguousarray(region))
-        if dst_path.suffix.lower() in {".jpg", ".jpeg"}:
-            image.save(tmp, quality=quality)
         else:
-            image.save(tmp)
+            region = tensor[:, box.y1 : box.y2, box.x1 : box.x2].permute(1, 2, 0).numpy()
+            image = Image.fromarray(np.ascontiguousarray(region))
+            if dst_path.suffix.lower() in {".jpg", ".jpeg"}:
+                image.save(tmp, quality=quality)
+            else:
+                image.save(tmp)
+        fingerprint = _fingerprint(tmp)
+    return fingerprint
 
 
 def _crop_images(
@@ -297,10 +331,11 @@ def _crop_images(
     """Run the detector over ``images`` (relative paths) not finished yet; return all boxes,
     the number processed now, the number skipped and the seconds spent."""
     _remove_stale_temporaries(dst)
-    done = _read_box_file(dst / BOXES_FILE)
-    done.update(_read_box_file(dst / JOURNAL_FILE))
+    # Only what the journal says was finished counts, and only while the file is still the one
+    # written then (a file placed in DST, emptied or corrupted since is cropped again).
     wanted = set(images)
-    done = {k: v for k, v in done.items() if k in wanted and (dst / k).is_file()}
+    journal = {k: v for k, v in _read_journal(dst / JOURNAL_FILE).items() if k in wanted}
+    done = _verified(dst, journal)
     todo = [rel for rel in images if rel not in done]
 
     loader = torch.utils.data.DataLoader(
@@ -313,7 +348,10 @@ def _crop_images(
     bar = progress_bar(disable=not progress)
     start = time.perf_counter()
     journal_path = dst / JOURNAL_FILE
-    with bar, journal_path.open("a", newline="", encoding="utf-8") as journal:
+    with (
+        bar,
+        journal_path.open("a", newline="", encoding="utf-8", errors="surrogateescape") as journal,
+    ):
         task = bar.add_task("crop", total=len(todo), info="")
         writer = csv.writer(journal, lineterminator="\n")
         processed = 0
@@ -344,8 +382,8 @@ def _crop_images(
                     int(tensor.shape[2]),
                     int(tensor.shape[1]),
                 )
-                _save_crop(tensor, box, src / rel, dst / rel, quality)
-                writer.writerow(box.row())
+                size, digest = _save_crop(tensor, box, src / rel, dst / rel, quality)
+                writer.writerow([*box.row(), str(size), digest])
                 done[rel] = box
             journal.flush()
             processed += len(batch)
@@ -465,7 +503,7 @@ def _finish(
     report.cropped = len(ordered) - len(report.uncropped)
     write_text_atomic(dst / UNCROPPED_FILE, "".join(f"{rel}\n" for rel in report.uncropped))
     report.report_path = write_json_atomic(dst / REPORT_FILE, report.to_dict())
-    (dst / JOURNAL_FILE).unlink(missing_ok=True)
+    # The journal stays: it is what a later run verifies finished crops against.
     return report
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vreid.core.artefacts import read_npy, write_npy_atomic, write_text_atomic
+from vreid.core.artefacts import atomic_path, names_bytes, read_names, read_npy
 from vreid.core.errors import FeatureFileError, VreidError
 
 MAX_ABS_FEATURE = 1e15
@@ -32,8 +32,19 @@ def save_features(stem: str | os.PathLike[str], features: np.ndarray, names: Seq
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != len(names):
         raise ValueError(f"features {features.shape} do not match {len(names)} names")
-    write_npy_atomic(npy, features)
-    write_text_atomic(idx, "".join(f"{n}\n" for n in names))
+    bad = ~np.isfinite(features).all(axis=1) if features.size else np.zeros(0, bool)
+    if bad.any():  # what load_features refuses is never written: no silent NaN rows
+        rows = np.flatnonzero(bad)
+        raise FeatureFileError(
+            f"{npy}: not written: {rows.size} of {len(names)} feature rows are NaN or inf (first: "
+            f"{names[int(rows[0])]!r}); the model's weights or these images are broken"
+        )
+    index = names_bytes(names)  # encoded first: nothing is written if a name cannot be
+    # Both files are complete before either is renamed into place (names first, then features),
+    # so a failure never leaves one file of the pair new and the other missing or old.
+    with atomic_path(npy) as tmp_npy, atomic_path(idx) as tmp_idx:
+        np.save(tmp_npy, features, allow_pickle=False)
+        tmp_idx.write_bytes(index)
     return npy
 
 
@@ -71,7 +82,10 @@ def load_features(
             f"{npy}: values up to {big:.3g} would overflow float32 distances (limit "
             f"{MAX_ABS_FEATURE:.0e}); vreid's features are L2-normalised — rescale these"
         )
-    names = idx.read_text(encoding="utf-8").splitlines()
+    try:
+        names = read_names(idx)
+    except VreidError as err:
+        raise FeatureFileError(str(err)) from None
     if len(names) != feats.shape[0]:
         raise FeatureFileError(
             f"{idx}: {len(names)} names for {feats.shape[0]} feature rows in {npy.name}"

@@ -33,6 +33,7 @@ from torch import nn
 
 from vreid.core.artefacts import atomic_path
 from vreid.core.errors import CheckpointError
+from vreid.core.weights import torch_load_problem
 from vreid.models import build_model
 
 FORMAT = "vreid-checkpoint"
@@ -103,6 +104,10 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; any problem is a :class:`CheckpointError`."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(
+            f"{p}: is a folder; pass a checkpoint file (a run keeps them in {p}/checkpoints/)"
+        )
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found")
     try:
@@ -115,9 +120,9 @@ def load_checkpoint(
         ValueError,
         OSError,
     ) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{p}: not a readable vreid checkpoint ({first}); was it written by `vreid train`?"
+            f"{p}: not a readable vreid checkpoint ({torch_load_problem(p, err)}); was it "
+            "written by `vreid train`?"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise CheckpointError(
@@ -144,6 +149,25 @@ def load_state_dict_checked(
         ) from None
 
 
+def check_reid_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint that is not a re-id model of `vreid train` (what retrieval extracts
+    features with): an attribute model or a detector, naming what it is and the flag that takes it.
+    """
+    arch = state.get("arch") or {}
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if name == "attributes":
+        raise CheckpointError(
+            f"{path}: an attribute-model checkpoint (`vreid train-attributes`), not a re-id model; "
+            "`vreid extract` takes it with --attributes, `vreid search` as --attributes CHECKPOINT "
+            "(the metadata of the chain), never as a re-id model"
+        )
+    if state.get("kind") == "vreid-detector" or (isinstance(arch, dict) and "categories" in arch):
+        raise CheckpointError(
+            f"{path}: a detector checkpoint (`vreid train-detector`), not a re-id model; pass it "
+            "as --weights of `vreid crop` (or `vreid search --crop --detector-weights`)"
+        )
+
+
 def load_model(
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
@@ -158,6 +182,7 @@ def load_model(
     (retrieval features) unless ``eval_mode`` is False.
     """
     state = load_checkpoint(path)
+    check_reid_checkpoint(state, path)
     arch = dict(state["arch"])
     if num_classes is not None and int(arch["num_classes"]) != int(num_classes):
         raise CheckpointError(

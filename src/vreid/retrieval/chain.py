@@ -77,6 +77,27 @@ class _Step:
     metadata: bool = False
 
 
+def member_names(
+    paths: Sequence[str | os.PathLike[str]], *, what: str, stem: bool = False
+) -> list[str]:
+    """Row names of ensemble members given as files or folders (their name or stem; their paths
+    when two share one). The same file or folder given twice is a :class:`ConfigError`: the
+    members are keyed by name, so it would silently count once."""
+    seen: dict[str, str] = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        if real in seen:
+            raise ConfigError(
+                f"{p}: given twice as {what} (first as {seen[real]}); give each ensemble member "
+                "once and weight them with retrieval.ensemble_weights"
+            )
+        seen[real] = str(p)
+    names = [(Path(p).stem if stem else Path(p).name) or str(p) for p in paths]
+    if len(set(names)) != len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
 class RetrievalChain:
     """The chain on one query/gallery split; iterate it for ``(row, distances (q, g))`` in order.
 

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from vreid.core.artefacts import atomic_path, write_json_atomic
 from vreid.core.errors import DatasetError
 from vreid.data import load_dataset
+from vreid.data.images import SOURCE_SIZE, open_image
 from vreid.data.records import ImageRecord
 from vreid.retrieval.metrics import evaluate
 
@@ -46,13 +47,18 @@ def colour_histogram_features(
     pixels = np.empty((n, size, size, 3), dtype=np.uint8)
     for i, item in enumerate(images):
         path = _path_of(item)
+        im = open_image(path, target=None if boxes is not None else (size, size))
+        box = None
+        if boxes is not None:  # boxes are in the file's pixels
+            scale = im.width / im.info[SOURCE_SIZE][0]
+            box = tuple(float(x) * scale for x in boxes[i])
         try:
-            with Image.open(path) as im:
-                box = None if boxes is None else tuple(float(x) for x in boxes[i])
-                small = im.convert("RGB").resize((size, size), Image.BILINEAR, box=box)
-                pixels[i] = np.asarray(small.convert("HSV"))
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"{path}: cannot read image ({err}); check the file") from None
+            small = im.resize((size, size), Image.BILINEAR, box=box)
+        except ValueError as err:
+            raise DatasetError(
+                f"{path}: box {tuple(boxes[i])} does not fit the image ({err})"
+            ) from None
+        pixels[i] = np.asarray(small.convert("HSV"))
     hb, sb, vb = bins
     h = pixels[..., 0].astype(np.int64) * hb // 256
     s = pixels[..., 1].astype(np.int64) * sb // 256
@@ -160,8 +166,8 @@ def contact_sheet(
             if not recs:
                 continue
             recs = sorted(recs, key=lambda r: (r.split, r.name))
-            with Image.open(recs[len(recs) // 2].path) as im:
-                tile = im.convert("RGB").resize((thumb, thumb), Image.BILINEAR)
+            im = open_image(recs[len(recs) // 2].path, target=(thumb, thumb))
+            tile = im.resize((thumb, thumb), Image.BILINEAR)
             sheet.paste(tile, (label_w + j * thumb, label_h + i * thumb))
     out = Path(out_png)
     with atomic_path(out) as tmp:

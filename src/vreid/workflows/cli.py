@@ -107,6 +107,14 @@ CsvOpt = Annotated[
     Path | None, typer.Option("--csv", help="data.folder_csv: folder layout's per-image label CSV.")
 ]
 
+FollowLinksOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--follow-links/--no-follow-links",
+        help="data.follow_links: read images reached through symbolic links that leave the root.",
+    ),
+]
+
 
 def _dataset_for_cli(
     root: Path,
@@ -116,6 +124,7 @@ def _dataset_for_cli(
     csv: Path | None,
     config: str | None,
     set_: list[str] | None,
+    follow_links: bool | None = None,
 ) -> ReidDataset:
     from vreid.data import load_from_config
 
@@ -127,6 +136,7 @@ def _dataset_for_cli(
         data__vehicleid_test_size=test_size,
         data__vehicleid_draw=draw,
         data__folder_csv=csv,
+        data__follow_links=follow_links,
     )
     return load_from_config(cfg.data)
 
@@ -138,6 +148,7 @@ def data_info(
     test_size: TestSizeOpt = None,
     draw: DrawOpt = None,
     csv: CsvOpt = None,
+    follow_links: FollowLinksOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -146,7 +157,7 @@ def data_info(
 
     from vreid.data.inspect import summarize
 
-    dataset = _dataset_for_cli(root, format, test_size, draw, csv, config, set_)
+    dataset = _dataset_for_cli(root, format, test_size, draw, csv, config, set_, follow_links)
     table = Table(title=f"{dataset.root} ({dataset.format})")
     for column in ("split", "ids", "images", "cameras", "tracks", "colour", "type"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -173,13 +184,14 @@ def data_check(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Threads (default: CPU count).")
     ] = None,
+    follow_links: FollowLinksOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Read the labels, then open, verify and decode every image; exit 1 if any is corrupt."""
     from vreid.data.inspect import check_images
 
-    dataset = _dataset_for_cli(root, format, test_size, None, csv, config, set_)
+    dataset = _dataset_for_cli(root, format, test_size, None, csv, config, set_, follow_links)
     records = list(dataset)
     bad = check_images(records, workers=workers, progress=sys.stderr.isatty())
     out = Console()

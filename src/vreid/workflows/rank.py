@@ -27,6 +27,7 @@ from vreid.retrieval.chain import (
     ground_truth,
     load_attributes,
     load_pair,
+    member_names,
     score,
 )
 from vreid.retrieval.submission import top_indices, write_submission
@@ -118,9 +119,7 @@ def rank_split(
     attributes = (
         load_attributes(attribute_dir, rc, qnames, gnames) if attribute_dir is not None else None
     )
-    names = [Path(d).name or str(d) for d in feature_dirs]
-    if len(set(names)) != len(names):
-        names = [str(d) for d in feature_dirs]
+    names = member_names(feature_dirs, what="a feature directory")
     features = {
         name: load_pair(d, qnames, gnames) for name, d in zip(names, feature_dirs, strict=True)
     }

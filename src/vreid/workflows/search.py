@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from vreid.core.artefacts import new_run_dir, write_json_atomic, write_npy_atomic, write_text_atomic
+from vreid.core.artefacts import (
+    atomic_path,
+    new_run_dir,
+    text_bytes,
+    write_json_atomic,
+    write_names_atomic,
+    write_npy_atomic,
+)
 from vreid.core.config import Config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import DatasetError
@@ -41,7 +48,7 @@ from vreid.data.records import ImageRecord
 from vreid.inference.attributes import attribute_features
 from vreid.inference.crop import crop_folder, crop_settings
 from vreid.inference.extract import Extractor
-from vreid.retrieval.chain import RetrievalChain
+from vreid.retrieval.chain import RetrievalChain, member_names
 from vreid.retrieval.submission import top_indices
 from vreid.workflows.report.ranklist import draw_rank_list
 
@@ -131,6 +138,7 @@ def search_images(
     rc = cfg.retrieval
     if not checkpoints:
         raise DatasetError("search needs at least one checkpoint of `vreid train`")
+    names = member_names(checkpoints, what="a checkpoint", stem=True)
     device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
     q_root, q_paths = _images_of(Path(query), "query")
     g_root, g_paths = _images_of(Path(gallery), "gallery")
@@ -143,9 +151,6 @@ def search_images(
         q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
         g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
 
-    names = [Path(c).stem for c in checkpoints]
-    if len(set(names)) != len(names):
-        names = [str(c) for c in checkpoints]
     features = {}
     for name, ckpt in zip(names, checkpoints, strict=True):
         extract = Extractor(
@@ -186,9 +191,11 @@ def search_images(
     for qi, row in enumerate(ranking):
         for rank, gi in enumerate(row.tolist(), start=1):
             writer.writerow([q_names[qi], rank, g_names[gi], f"{distances[qi, gi]:.6f}"])
-    write_text_atomic(run / "ranking.csv", buf.getvalue())
-    write_text_atomic(run / "query.txt", "".join(f"{n}\n" for n in q_names))
-    write_text_atomic(run / "gallery.txt", "".join(f"{n}\n" for n in g_names))
+    ranking_csv = text_bytes(buf.getvalue())  # file names keep their bytes (surrogateescape)
+    with atomic_path(run / "ranking.csv") as tmp:
+        tmp.write_bytes(ranking_csv)
+    write_names_atomic(run / "query.txt", q_names)
+    write_names_atomic(run / "gallery.txt", g_names)
     write_npy_atomic(run / "distances.npy", distances)
     shown = list(range(min(max_pictures, len(q_paths))))
     if shown:

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vreid.core.artefacts import atomic_path
+from vreid.core.errors import DatasetError
+from vreid.data.images import open_image
 
 GREEN = (40, 170, 60)
 RED = (215, 40, 40)
@@ -73,13 +75,12 @@ def _thumbnail(path: Path, size: tuple[int, int]) -> Image.Image:
     """The image letter-boxed into ``size`` (w, h); a grey placeholder when unreadable."""
     canvas = Image.new("RGB", size, (128, 128, 128))
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            scale = min(size[0] / img.width, size[1] / img.height)
-            new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-            img = img.resize(new, Image.Resampling.BILINEAR)
-            canvas.paste(img, ((size[0] - img.width) // 2, (size[1] - img.height) // 2))
-    except (OSError, ValueError):
+        img = open_image(path, target=size)
+        scale = min(size[0] / img.width, size[1] / img.height)
+        new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(new, Image.Resampling.BILINEAR)
+        canvas.paste(img, ((size[0] - img.width) // 2, (size[1] - img.height) // 2))
+    except DatasetError:
         ImageDraw.Draw(canvas).text((4, 4), "unreadable", fill=(255, 255, 255))
     return canvas
 
