@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {
     "rerank_equal",
@@ -24,6 +26,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.slow  # ~50 s on the shared 2-core machine
 def test_device_check_smoke_runs_every_check(tmp_path: Path) -> None:
     out = tmp_path / "device_check.json"
     env = dict(os.environ)
