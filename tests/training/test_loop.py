@@ -300,3 +300,64 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, tiny_synth, small_overrides):
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert all(0 <= h["mAP"] <= 1 for h in history)
     assert (out / "checkpoints" / "best.pt").is_file()
+
+
+def test_resume_refuses_settings_it_would_not_use(trained_run, synth_real, small_config):
+    """A resume goes on with the run's own settings: a changed learning rate (recorded but never
+    used, before) or fewer epochs than done are refused, and nothing of the run is touched."""
+    ckpt = trained_run.last_checkpoint.read_bytes()
+    saved = (trained_run.out_dir / "config.yaml").read_bytes()
+    done = trained_run.epochs
+    with pytest.raises(ConfigError, match=r"these differ: train\.lr: 0\.\d+ → 0\.05"):
+        train(
+            small_config(synth_real.root, f"train.epochs={done + 1}", "train.lr=0.05"),
+            trained_run.out_dir,
+            resume=True,
+            dataset=synth_real,
+            progress=False,
+        )
+    if done > 1:
+        with pytest.raises(ConfigError, match=r"more than train\.epochs=1"):
+            train(
+                small_config(synth_real.root, "train.epochs=1"),
+                trained_run.out_dir,
+                resume=True,
+                dataset=synth_real,
+                progress=False,
+            )
+    assert trained_run.last_checkpoint.read_bytes() == ckpt
+    assert (trained_run.out_dir / "config.yaml").read_bytes() == saved
+
+
+def test_a_run_directory_in_use_is_refused(trained_run, synth_real, small_config):
+    """Two runs on one folder: while another process holds it, a resume is refused naming the
+    holder, and the run is not touched."""
+    import subprocess
+    import sys
+
+    from vreid.core.errors import VreidError
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from vreid.core.artefacts import run_lock\n"
+            f"with run_lock({str(trained_run.out_dir)!r}):\n    print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(VreidError, match=rf"in use by pid {holder.pid} "):
+            train(
+                small_config(synth_real.root, f"train.epochs={trained_run.epochs + 1}"),
+                trained_run.out_dir,
+                resume=True,
+                dataset=synth_real,
+                progress=False,
+            )
+    finally:
+        holder.kill()
+        holder.wait()

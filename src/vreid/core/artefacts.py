@@ -186,7 +186,11 @@ def new_run_dir(base: str | os.PathLike[str], name: str, *, resume: bool = False
     """
     base = Path(base)
     candidate = base / name
-    if resume or not candidate.exists() or not any(candidate.iterdir()):
+    if (
+        resume
+        or not candidate.exists()
+        or not any(p.name != LOCK_FILE for p in candidate.iterdir())
+    ):
         candidate.mkdir(parents=True, exist_ok=True)
         return candidate
     i = 2

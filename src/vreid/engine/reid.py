@@ -23,6 +23,7 @@ pre-training followed by real fine-tuning).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vreid.core.artefacts import new_run_dir, write_text_atomic
+from vreid.core.artefacts import new_run_dir, run_lock, write_text_atomic
 from vreid.core.config import Config, save_config
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError
 from vreid.data import load_from_config
@@ -57,6 +58,7 @@ from vreid.engine.trainer import (
     Trainer,
     TrainStep,
     announce,
+    plural,
     run_dir_hooks,
     seed_rng,
     setup_distributed,
@@ -198,6 +200,62 @@ def _train_transform(config: Config) -> Any:
 # the run
 
 
+#: What a resume may change: how long to train, and what does not change the weights.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "train.epochs",
+        "train.eval_every",
+        "train.checkpoint_every",
+        "train.num_workers",
+        "train.batch_size_eval",
+        "train.eval_flip",
+        "data.root",  # the same data moved (the vehicle ids are checked)
+        "data.sim_root",
+        "runtime.device",
+    }
+)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def check_resume_settings(state: dict[str, Any], config: Config, path: Path) -> None:
+    """Refuse a resume whose settings differ from the run's in anything but
+    :data:`RESUME_MAY_CHANGE` (a changed ``train.lr`` would be recorded but not used), or that asks
+    for fewer epochs than the run has done."""
+    before = _flat(
+        {k: v for k, v in (state.get("config") or {}).items() if k in ("model", "train", "data")}
+    )
+    now = _flat(
+        {k: v for k, v in config.model_dump(mode="json").items() if k in ("model", "train", "data")}
+    )
+    changed = sorted(
+        k
+        for k in before.keys() | now.keys()
+        if before.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE
+    )
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"{path}: a resume continues the run with its own settings; these differ: {shown}. "
+            f"A resume may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; start a new run "
+            "(or --init-from this checkpoint) for other settings"
+        )
+    done = int(state.get("epoch", 0))
+    if config.train.epochs < done:
+        raise ConfigError(
+            f"{path}: the run has done {plural(done, 'epoch')}, more than train.epochs="
+            f"{config.train.epochs}; nothing to resume (set train.epochs above {done} to train "
+            "longer)"
+        )
+
+
 def train(
     config: Config,
     out_dir: str | os.PathLike[str],
@@ -235,7 +293,10 @@ def train(
         )
     ddp = setup_distributed(config.runtime.device)
     try:
-        return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp, hooks)
+        # one run at a time in a run directory (a second is refused naming the first); taking it
+        # also removes the temporaries a killed checkpoint write left behind
+        with run_lock(out_dir) if ddp.main and resume else contextlib.nullcontext():
+            return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp, hooks)
     finally:
         if ddp.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -328,6 +389,7 @@ def _train(
                 f"{last}: the run was trained on other vehicle ids than this dataset's training "
                 "split; resume with the same data.root, or use --init-from"
             )
+        check_resume_settings(resume_state, config, last)
     else:
         if ddp.main:
             asked = out_dir
