@@ -34,6 +34,7 @@ from vreid.retrieval.submission import top_indices, write_submission
 
 OUTPUTS = (
     "distances",
+    "distances.npy",
     "ranked_lists.txt",
     "track2.txt",
     "metrics.json",
@@ -88,6 +89,7 @@ def rank_split(
     track_average`` is on and some gallery image has a track.
 
     Writes into ``out_dir``: ``distances/<row>.npy`` ((q, g) float32, every row of the chain),
+    ``distances.npy`` (the final row),
     ``ranked_lists.txt`` (per line: query name, then the top ``retrieval.top`` gallery names of
     the final row), ``track2.txt``, ``metrics.json`` (``{row: metrics}``, the table of the
     pipeline's ``metrics.json``; only when the dataset has ground-truth ids), ``rank.json`` (rows,
@@ -150,6 +152,7 @@ def rank_split(
         for qn, idx in zip(qnames, top.tolist(), strict=True)
     ]
     result.files += [
+        write_npy_atomic(out / "distances.npy", final),  # the final row, as search writes it
         write_text_atomic(out / "ranked_lists.txt", "".join(lines)),
         write_submission(final, out / "track2.txt", top=rc.top),
         save_config(cfg, out / "config.yaml"),
