@@ -361,3 +361,15 @@ def test_a_run_directory_in_use_is_refused(trained_run, synth_real, small_config
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_batch_larger_than_the_split_is_refused_before_allocating(
+    tmp_path, synth_real, small_config
+):
+    with pytest.raises(ConfigError, match=r"train\.p × train\.k = \d+×5000 = \d+ images per batch"):
+        train(
+            small_config(synth_real.root, "train.k=5000"),
+            tmp_path / "run",
+            dataset=synth_real,
+            progress=False,
+        )

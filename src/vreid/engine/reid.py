@@ -148,8 +148,17 @@ def _load_training_dataset(config: Config, dataset: ReidDataset | None) -> ReidD
     return load_from_config(config.data)
 
 
-def _check_pk(num_ids: int, config: Config, ddp: Distributed, source: str) -> None:
+def _check_pk(
+    num_ids: int, config: Config, ddp: Distributed, source: str, num_images: int | None = None
+) -> None:
     p, k = config.train.p, config.train.k
+    if num_images is not None and p * k > num_images:
+        # checked before anything is allocated: a P×K batch larger than the whole split would
+        # only repeat images, and a huge one (train.k=5000) allocates until the OOM killer comes
+        raise ConfigError(
+            f"{source}: train.p × train.k = {p}×{k} = {p * k} images per batch, more than the "
+            f"{num_images} training images; lower train.k (images per identity) or train.p"
+        )
     if num_ids < p:
         raise DatasetError(
             f"{source}: the training split has {num_ids} identities, fewer than train.p={p} "
@@ -349,7 +358,7 @@ def _train(
             f"{num_classes + len(val_ids)} training identities, leaving {num_classes}, fewer than "
             f"train.p={tc.p} per batch; lower train.val_fraction or train.p"
         )
-    _check_pk(num_classes, config, ddp, source)
+    _check_pk(num_classes, config, ddp, source, num_images=len(train_records))
     train_set = ReidImageDataset(train_records, _train_transform(config), id_to_label=id_to_label)
     loader, sampler = _make_train_loader(train_set, config, ddp, device)
     can_eval = tc.eval_every > 0 and (validation is not None or data.has_ground_truth)
