@@ -97,7 +97,7 @@ class CropConfig(Section):
     enabled: bool = False
     """Crop every image with a detector before training and testing (paper section 3.2.1)."""
     detector: str | None = None
-    """torchvision detector architecture (``vreid.preprocess.detector_names()``); ``None``: the one
+    """torchvision detector architecture (``vreid.models.detectors.detector_names()``); ``None``: the one
     stored in a ``vreid train-detector`` checkpoint given as ``weights``, else
     ``fasterrcnn_mobilenet_v3_large_fpn`` (the paper's Mask R-CNN is ``maskrcnn_resnet50_fpn_v2``,
     several times slower on CPU)."""
