@@ -104,3 +104,12 @@ def test_one_device_setting():
     for section in ("train", "crop", "retrieval", "pipeline"):
         with pytest.raises(ConfigError, match="unknown key"):
             load_config(None, [f"{section}.device=cpu"])
+
+
+def test_flags_are_validated_as_the_config_keys_they_set(vreid_cli, tmp_path: Path):
+    """A flag goes through the config: out-of-range values are one line naming the key."""
+    proc = vreid_cli("crop", str(tmp_path / "src"), str(tmp_path / "dst"), "--min-score", "2")
+    assert proc.returncode == 2
+    assert "'crop.min_score': Input should be less than or equal to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "dst").exists()
