@@ -265,7 +265,8 @@ def synth_command(
     n = sum(info["images"].values())
     secs = time.perf_counter() - start
     console.print(
-        f"wrote {n} images ({info['images']}) of {info['ids']} real + {info['sim_ids']} "
+        f"wrote {n} images ({', '.join(f'{k} {v}' for k, v in info['images'].items())}) of "
+        f"{info['ids']} real + {info['sim_ids']} "
         f"simulation identities to {root} in {secs:.1f} s ({n / secs:.0f} images/s)"
     )
     if report:

@@ -164,7 +164,8 @@ def ensure_synthetic_data(config: Config, out: Path, *, progress: bool = True) -
                 "delete the folder or set pipeline.synth_dir to another one"
             )
         return out
-    console.print(f"generating synthetic data ({sc.model_dump(mode='json')}) in {out}")
+    settings = ", ".join(f"{k} {v}" for k, v in sc.model_dump(mode="json").items() if v is not None)
+    console.print(f"generating synthetic data ({settings}) in {out}")
     generate_from_config(out, sc, progress=progress)
     if not _is_synth_output(out):
         raise DatasetError(f"{out}: synthetic generation did not produce real/ and simulation/")
