@@ -3,7 +3,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# Two workers: the suite is about 15 CPU-minutes, and much of it waits on subprocesses and disk.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: setup demo test browser bench bench-full lint format clean
 
