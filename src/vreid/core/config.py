@@ -625,6 +625,16 @@ def load_config(
     return config_from_dict(tree, source=source)
 
 
+def flat_keys(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of a nested config dict (a ``model_dump`` or a loaded YAML)."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flat_keys(v, f"{prefix}{k}."))
+    return out
+
+
 def config_to_yaml(config: BaseModel) -> str:
     """The resolved config as YAML text (paths and tuples as plain strings and lists)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vreid.core.artefacts import new_run_dir, run_lock, write_text_atomic
-from vreid.core.config import Config, save_config
+from vreid.core.config import Config, flat_keys, save_config
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError
 from vreid.data import load_from_config
 from vreid.data.image_datasets import (
@@ -225,23 +225,14 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
-
-
 def check_resume_settings(state: dict[str, Any], config: Config, path: Path) -> None:
     """Refuse a resume whose settings differ from the run's in anything but
     :data:`RESUME_MAY_CHANGE` (a changed ``train.lr`` would be recorded but not used), or that asks
     for fewer epochs than the run has done."""
-    before = _flat(
+    before = flat_keys(
         {k: v for k, v in (state.get("config") or {}).items() if k in ("model", "train", "data")}
     )
-    now = _flat(
+    now = flat_keys(
         {k: v for k, v in config.model_dump(mode="json").items() if k in ("model", "train", "data")}
     )
     changed = sorted(

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from vreid.core.devices import resolve_device
+from vreid.retrieval.reranking import concat_ranges
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -140,7 +141,7 @@ class _Sparse:
     def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(which of ``rows`` each entry belongs to, col, val) of the rows ``rows``."""
         counts = self.ptr[rows + 1] - self.ptr[rows]
-        pos = _segments(self.ptr[rows], counts)
+        pos = concat_ranges(self.ptr[rows], counts)
         owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
         return owner, self.col[pos], self.val[pos]
 
@@ -154,15 +155,6 @@ class _Sparse:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.ptr, self.col, self.val))
-
-
-def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    total = int(counts.sum())
-    if total == 0:
-        return torch.zeros(0, dtype=torch.long, device=starts.device)
-    offsets = torch.cumsum(counts, 0) - counts
-    within = torch.arange(total, device=starts.device) - torch.repeat_interleave(offsets, counts)
-    return torch.repeat_interleave(starts, counts) + within
 
 
 def _v_rows(rows: torch.Tensor, ranks: torch.Tensor, k1: int, dvals) -> _Sparse:

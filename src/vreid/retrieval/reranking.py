@@ -325,7 +325,7 @@ def _reciprocal_mask(ranks: torch.Tensor, chunk: int) -> torch.Tensor:
     return mask
 
 
-def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def concat_ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Concatenated ranges [starts[n], starts[n] + counts[n]) as one index tensor."""
     total = int(counts.sum())
     if total == 0:
@@ -425,7 +425,7 @@ def _query_expansion(v: _Csr, ranks: torch.Tensor, k2: int, max_work: int) -> _C
         srcs = src[a:b].reshape(-1)
         owner = torch.arange(a, b, device=src.device).repeat_interleave(k2p)
         c = row_nnz[srcs]
-        pos = _segments(v.crow[srcs], c)
+        pos = concat_ranges(v.crow[srcs], c)
         key = torch.repeat_interleave(owner - a, c) * n + v.col[pos]
         uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
         summed = torch.zeros(uniq.shape[0], device=src.device).index_add_(0, inverse, v.val[pos])
@@ -478,7 +478,7 @@ def _jaccard_into(
         lo, hi = int(v.crow[a]), int(v.crow[b])
         cols, vi, owner = q_col[lo:hi], q_val[lo:hi], q_row[lo:hi] - a
         c = col_count[cols]
-        pos = _segments(col_start[cols], c)
+        pos = concat_ranges(col_start[cols], c)
         mins = torch.minimum(torch.repeat_interleave(vi, c), inv_vals[pos])
         flat = torch.repeat_interleave(owner, c) * g + inv_rows[pos]
         overlap = torch.zeros((b - a) * g, device=dev).index_add_(0, flat, mins).view(b - a, g)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vreid.core.artefacts import read_json, read_npy, write_text_atomic
+from vreid.core.config import flat_keys
 from vreid.core.errors import VreidError
 from vreid.workflows.report import plots, ranklist
 
@@ -406,15 +407,6 @@ def _crop_section(run_dir: Path) -> _Section | None:
     return _Section("Cropping", body)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
 def _tune_section(run_dir: Path) -> _Section | None:
     """The retrieval settings tuned on validation identities, and the validation curve."""
     f = run_dir / "tune" / "tune.json"
@@ -451,13 +443,13 @@ def _history_section(run_dir: Path) -> _Section | None:
     folders = sorted(p for p in (run_dir / "results").glob("*") if (p / "metrics.json").is_file())
     if len(folders) < 2 or not (run_dir / "config.yaml").is_file():
         return None
-    current = _flatten(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    current = flat_keys(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
     ignored = {"runtime.device", "pipeline.name"}
     rows = []
     for folder in sorted(folders, key=lambda p: (p / "metrics.json").stat().st_mtime):
         cfg_file = folder / "config.yaml"
         other = (
-            _flatten(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
+            flat_keys(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
             if cfg_file.is_file()
             else {}
         )
