@@ -528,7 +528,8 @@ def row_labels(config: Config, rows: list[str], members: list[str]) -> dict[str,
         if row == COLOUR_HISTOGRAM:
             labels[row] = "Colour-histogram baseline (floor)"
         elif row == UNTRAINED:
-            labels[row] = f"Untrained {model_label(members[0], config)} (random weights)"
+            built = model_label(members[0], config)  # "GLAMOR (ResNet-18 trunk)"
+            labels[row] = f"Untrained {built[:-1]}, random weights)"
         elif row in config.pipeline.models:
             labels[row] = model_label(row, config)
         elif row == "ensemble":
