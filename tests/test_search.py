@@ -182,3 +182,19 @@ def test_bad_inputs_name_the_path(checkpoints, folders, tmp_path, vreid_cli):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "nope: the query is neither an image file nor a folder" in lines[0]
+
+
+def test_a_failed_search_leaves_nothing_behind(checkpoints, folders, tmp_path, vreid_cli):
+    """--crop without detector weights (none cached, no network) fails with one line that names
+    search's own flag, and leaves no run folder, so the next run is not moved to DIR-2."""
+    query, gallery = folders
+    out = tmp_path / "run"
+    proc = vreid_cli(
+        "search", checkpoints[0], "-q", query, "-g", gallery, "-o", out, "--crop",
+        "--set", "crop.detector=fasterrcnn_mobilenet_v3_large_320_fpn",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--detector-weights PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert not (tmp_path / "run-2").exists()

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -259,6 +260,18 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def made_or_removed(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield ``folder`` (a run directory just made for this command); if the block fails, remove
+    it, so a failed command leaves nothing behind and the next run does not move to ``name-2``."""
+    path = Path(folder)
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def refuse_overwrite(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:

@@ -212,10 +212,11 @@ def _read_weights_file(path: Path) -> Any:
 
 def _instead(name: str) -> str:
     return (
-        "or pass --weights PATH to a copy of it (in `vreid pipeline`: --set crop.weights=PATH), "
+        "or give a copy of it as crop.weights (`vreid crop --weights PATH`, `vreid search "
+        "--detector-weights PATH`, or --set crop.weights=PATH in any command), "
         "or train a detector on data with true boxes: "
-        f"`vreid train-detector DATA_ROOT --out detector.pt --detector {name}` and pass "
-        "--weights detector.pt"
+        f"`vreid train-detector DATA_ROOT --out detector.pt --detector {name}` and give "
+        "detector.pt the same way"
     )
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from vreid.core.artefacts import (
     atomic_path,
+    made_or_removed,
     new_run_dir,
     text_bytes,
     write_json_atomic,
@@ -144,86 +145,91 @@ def search_images(
     g_root, g_paths = _images_of(Path(gallery), "gallery")
     out_path = Path(out)
     run = new_run_dir(out_path.parent, out_path.name)
-    q_names = [p.relative_to(q_root).as_posix() for p in q_paths]
-    g_names = [p.relative_to(g_root).as_posix() for p in g_paths]
-    q_used, g_used = q_paths, g_paths
-    if cfg.crop.enabled:
-        q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
-        g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
+    with made_or_removed(run):
+        q_names = [p.relative_to(q_root).as_posix() for p in q_paths]
+        g_names = [p.relative_to(g_root).as_posix() for p in g_paths]
+        q_used, g_used = q_paths, g_paths
+        if cfg.crop.enabled:
+            q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
+            g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
 
-    features = {}
-    for name, ckpt in zip(names, checkpoints, strict=True):
-        extract = Extractor(
-            ckpt,
-            device=device,
-            batch_size=cfg.train.batch_size_eval,
-            flip=cfg.train.eval_flip,
-            num_workers=cfg.train.num_workers,
-            progress=progress,
-        )
-        qf = extract(q_used, description=f"query features ({Path(ckpt).name})").numpy()
-        gf = extract(g_used, description=f"gallery features ({Path(ckpt).name})").numpy()
-        features[name] = (qf, gf)
-    attributes = None
-    if attribute_checkpoint is not None and (rc.gamma_type > 0 or rc.gamma_colour > 0):
-        sides = []
-        for split, paths, used in (("query", q_names, q_used), ("gallery", g_names, g_used)):
-            records = [ImageRecord(p, n, split) for p, n in zip(used, paths, strict=True)]
-            sides.append(
-                attribute_features(
-                    attribute_checkpoint,
-                    records,
-                    device=device,
-                    batch_size=cfg.train.batch_size_eval,
-                    num_workers=cfg.train.num_workers,
-                    progress=progress,
-                )
+        features = {}
+        for name, ckpt in zip(names, checkpoints, strict=True):
+            extract = Extractor(
+                ckpt,
+                device=device,
+                batch_size=cfg.train.batch_size_eval,
+                flip=cfg.train.eval_flip,
+                num_workers=cfg.train.num_workers,
+                progress=progress,
             )
-        attributes = {head: (sides[0][head], sides[1][head]) for head in ("type", "color")}
-    chain = RetrievalChain(rc, features, attributes=attributes, device=device, progress=progress)
-    distances = chain.final_distances()
-    ranking = top_indices(distances, rc.top)
-    top = ranking.shape[1]
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["query", "rank", "gallery", "distance"])
-    for qi, row in enumerate(ranking):
-        for rank, gi in enumerate(row.tolist(), start=1):
-            writer.writerow([q_names[qi], rank, g_names[gi], f"{distances[qi, gi]:.6f}"])
-    ranking_csv = text_bytes(buf.getvalue())  # file names keep their bytes (surrogateescape)
-    with atomic_path(run / "ranking.csv") as tmp:
-        tmp.write_bytes(ranking_csv)
-    write_names_atomic(run / "query.txt", q_names)
-    write_names_atomic(run / "gallery.txt", g_names)
-    write_npy_atomic(run / "distances.npy", distances)
-    shown = list(range(min(max_pictures, len(q_paths))))
-    if shown:
-        draw_rank_list(
-            distances,
-            shown,
-            [ImageRecord(p, n, "query") for p, n in zip(q_used, q_names, strict=True)],
-            [ImageRecord(p, n, "gallery") for p, n in zip(g_used, g_names, strict=True)],
-            run / "ranklists.png",
-            top=min(top, 10),
-            labels=[n if len(n) <= 11 else "…" + n[-10:] for n in q_names[: len(shown)]],
+            qf = extract(q_used, description=f"query features ({Path(ckpt).name})").numpy()
+            gf = extract(g_used, description=f"gallery features ({Path(ckpt).name})").numpy()
+            features[name] = (qf, gf)
+        attributes = None
+        if attribute_checkpoint is not None and (rc.gamma_type > 0 or rc.gamma_colour > 0):
+            sides = []
+            for split, paths, used in (("query", q_names, q_used), ("gallery", g_names, g_used)):
+                records = [ImageRecord(p, n, split) for p, n in zip(used, paths, strict=True)]
+                sides.append(
+                    attribute_features(
+                        attribute_checkpoint,
+                        records,
+                        device=device,
+                        batch_size=cfg.train.batch_size_eval,
+                        num_workers=cfg.train.num_workers,
+                        progress=progress,
+                    )
+                )
+            attributes = {head: (sides[0][head], sides[1][head]) for head in ("type", "color")}
+        chain = RetrievalChain(
+            rc, features, attributes=attributes, device=device, progress=progress
         )
-    settings: dict[str, Any] = {
-        "checkpoints": [str(Path(c).resolve()) for c in checkpoints],
-        "attribute_checkpoint": (
-            str(Path(attribute_checkpoint).resolve()) if attribute_checkpoint is not None else None
-        ),
-        "query": str(Path(query).resolve()),
-        "gallery": str(Path(gallery).resolve()),
-        "queries": len(q_paths),
-        "gallery_images": len(g_paths),
-        "top": top,
-        "row": chain.final,
-        "steps": chain.steps,
-        "retrieval": rc.model_dump(mode="json"),
-        "crop": cfg.crop.model_dump(mode="json") if cfg.crop.enabled else None,
-        "flip": cfg.train.eval_flip,
-        "device": device,
-    }
-    write_json_atomic(run / "search.json", settings)
-    return SearchResult(run, q_paths, g_paths, distances, ranking)
+        distances = chain.final_distances()
+        ranking = top_indices(distances, rc.top)
+        top = ranking.shape[1]
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["query", "rank", "gallery", "distance"])
+        for qi, row in enumerate(ranking):
+            for rank, gi in enumerate(row.tolist(), start=1):
+                writer.writerow([q_names[qi], rank, g_names[gi], f"{distances[qi, gi]:.6f}"])
+        ranking_csv = text_bytes(buf.getvalue())  # file names keep their bytes (surrogateescape)
+        with atomic_path(run / "ranking.csv") as tmp:
+            tmp.write_bytes(ranking_csv)
+        write_names_atomic(run / "query.txt", q_names)
+        write_names_atomic(run / "gallery.txt", g_names)
+        write_npy_atomic(run / "distances.npy", distances)
+        shown = list(range(min(max_pictures, len(q_paths))))
+        if shown:
+            draw_rank_list(
+                distances,
+                shown,
+                [ImageRecord(p, n, "query") for p, n in zip(q_used, q_names, strict=True)],
+                [ImageRecord(p, n, "gallery") for p, n in zip(g_used, g_names, strict=True)],
+                run / "ranklists.png",
+                top=min(top, 10),
+                labels=[n if len(n) <= 11 else "…" + n[-10:] for n in q_names[: len(shown)]],
+            )
+        settings: dict[str, Any] = {
+            "checkpoints": [str(Path(c).resolve()) for c in checkpoints],
+            "attribute_checkpoint": (
+                str(Path(attribute_checkpoint).resolve())
+                if attribute_checkpoint is not None
+                else None
+            ),
+            "query": str(Path(query).resolve()),
+            "gallery": str(Path(gallery).resolve()),
+            "queries": len(q_paths),
+            "gallery_images": len(g_paths),
+            "top": top,
+            "row": chain.final,
+            "steps": chain.steps,
+            "retrieval": rc.model_dump(mode="json"),
+            "crop": cfg.crop.model_dump(mode="json") if cfg.crop.enabled else None,
+            "flip": cfg.train.eval_flip,
+            "device": device,
+        }
+        write_json_atomic(run / "search.json", settings)
+        return SearchResult(run, q_paths, g_paths, distances, ranking)
