@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 import xml.parsers.expat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,15 @@ def parse_label_xml(path: Path) -> list[LabelItem]:
 def read_lines(path: Path) -> list[str]:
     """The lines of a text file (any line ending), without their line breaks."""
     return read_text(path).splitlines()
+
+
+def data_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` for every non-blank line of a label file: ``where`` is ``"<path>, line
+    N"`` (1-based, what every reader's error names), ``text`` the line without surrounding space."""
+    for i, line in enumerate(read_lines(path), start=1):
+        text = line.strip()
+        if text:
+            yield f"{path}, line {i}", text
 
 
 def read_name_file(path: Path) -> list[tuple[str, int]]:

@@ -24,7 +24,13 @@ import numpy as np
 
 from vreid.core.errors import DatasetError
 from vreid.data import vehicleid_attributes
-from vreid.data.files import check_name, check_unique, present, read_lines, require_images
+from vreid.data.files import (
+    check_name,
+    check_unique,
+    data_lines,
+    present,
+    require_images,
+)
 from vreid.data.records import ImageRecord, ReidDataset
 
 TEST_SIZES = (800, 1600, 2400)
@@ -34,13 +40,10 @@ NUM_DRAWS = 10
 def _read_list(path: Path) -> list[tuple[str, int, str]]:
     """``(image name, vehicle id, where)`` for each line ``<imgid> <vid>`` of a split list."""
     out = []
-    for i, line in enumerate(read_lines(path), start=1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        where = f"{path}, line {i}"
+    for where, text in data_lines(path):
+        tokens = text.split()
         if len(tokens) != 2:
-            raise DatasetError(f"{where}: expected '<imgid> <vid>', got {line.strip()!r}")
+            raise DatasetError(f"{where}: expected '<imgid> <vid>', got {text!r}")
         imgid, vid = tokens
         try:
             vehicle = int(vid)
@@ -89,11 +92,7 @@ def _read_pairs(path: Path, *, name_first: bool) -> list[tuple[str, int, str]]:
     ``<name> <id>`` (``name_first``: the name may hold spaces; the id is the last token) or
     ``<vid> <id>``."""
     out = []
-    for i, line in enumerate(read_lines(path), start=1):
-        text = line.strip()
-        if not text:
-            continue
-        where = f"{path}, line {i}"
+    for where, text in data_lines(path):
         parts = text.rsplit(None, 1) if name_first else text.split()
         if len(parts) != 2:
             form = "'<name> <id>'" if name_first else "'<vehicle id> <id>'"

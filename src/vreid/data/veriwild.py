@@ -29,7 +29,7 @@ from pathlib import Path
 
 from vreid.core.errors import DatasetError
 from vreid.data.attributes import AIC_COLORS, AIC_TYPES
-from vreid.data.files import check_name, check_unique, read_lines, require_images
+from vreid.data.files import check_name, check_unique, data_lines, read_lines, require_images
 from vreid.data.records import ImageRecord, ReidDataset
 
 log = logging.getLogger("vreid.data")
@@ -93,11 +93,7 @@ def _entry(token: str, where: str) -> tuple[int, str, str]:
 def _read_list(path: Path) -> list[tuple[int, str, str, str]]:
     """``(vehicle id, image id, image name, where)`` per non-blank line of a split list."""
     out = []
-    for i, line in enumerate(read_lines(path), start=1):
-        text = line.strip()
-        if not text:
-            continue
-        where = f"{path}, line {i}"
+    for where, text in data_lines(path):
         if len(text.split()) != 1:
             raise DatasetError(f"{where}: expected one '<vehicle id>/<image id>' per line")
         vid, stem, name = _entry(text, where)
