@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vreid.core.config import load_config
-from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
+from vreid.models.checkpoint import arch_from_config, build_from_arch, save_model_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -26,17 +26,7 @@ def tiny_checkpoint(tmp_path_factory, small_overrides):
             if m.weight is not None:
                 m.weight.data.uniform_(0.5, 1.5)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "arch": arch,
-            "config": cfg.model_dump(mode="json"),
-            "epoch": 0,
-            "vehicle_ids": list(range(5)),
-        },
-    )
-    return path
+    return save_model_checkpoint(path, model, arch, cfg, vehicle_ids=range(5))
 
 
 @pytest.fixture(scope="session")

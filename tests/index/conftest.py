@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vreid.core.config import load_config
-from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
+from vreid.models.checkpoint import arch_from_config, build_from_arch, save_model_checkpoint
 
 
 def _random_checkpoint(path: Path, seed: int) -> Path:
@@ -21,17 +21,7 @@ def _random_checkpoint(path: Path, seed: int) -> Path:
     arch = arch_from_config(cfg.model, 8)
     torch.manual_seed(seed)
     model = build_from_arch(arch)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "arch": arch,
-            "config": cfg.model_dump(mode="json"),
-            "epoch": 0,
-            "vehicle_ids": list(range(8)),
-        },
-    )
-    return path
+    return save_model_checkpoint(path, model, arch, cfg, vehicle_ids=range(8))
 
 
 @pytest.fixture(scope="session")

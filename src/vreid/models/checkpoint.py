@@ -24,11 +24,13 @@ import os
 import pickle
 import random
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from vreid.core.artefacts import atomic_path
@@ -97,6 +99,27 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) ->
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
+
+
+def save_model_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    arch: dict[str, Any],
+    config: BaseModel,
+    *,
+    vehicle_ids: Sequence[int] | None = None,
+) -> Path:
+    """A checkpoint of ``model`` as it is (epoch 0, no training state): what the Extractor, export
+    and the index read. Used for the pipeline's untrained baseline and random-weights models."""
+    checkpoint: dict[str, Any] = {
+        "model": model.state_dict(),
+        "arch": arch,
+        "config": config.model_dump(mode="json"),
+        "epoch": 0,
+    }
+    if vehicle_ids is not None:
+        checkpoint["vehicle_ids"] = list(vehicle_ids)
+    return save_checkpoint(path, checkpoint)
 
 
 def load_checkpoint(

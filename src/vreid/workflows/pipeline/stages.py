@@ -51,7 +51,7 @@ from vreid.inference.attributes import (
 from vreid.inference.crop import crop_dataset, crop_settings
 from vreid.inference.extract import Extractor, extract_split
 from vreid.inference.features import save_features
-from vreid.models.checkpoint import arch_from_config, build_from_arch, save_checkpoint
+from vreid.models.checkpoint import arch_from_config, build_from_arch, save_model_checkpoint
 from vreid.models.detectors import file_sha256
 from vreid.retrieval.chain import (
     RetrievalChain,
@@ -427,15 +427,7 @@ def _untrained_checkpoint(ctx: PipelineContext) -> Path:
     arch = arch_from_config(cfg.model, n_ids)
     seed_rng(cfg.train.seed)
     model = build_from_arch(arch)
-    return save_checkpoint(
-        ctx.path("models", UNTRAINED, "untrained.pt"),
-        {
-            "model": model.state_dict(),
-            "arch": arch,
-            "config": cfg.model_dump(mode="json"),
-            "epoch": 0,
-        },
-    )
+    return save_model_checkpoint(ctx.path("models", UNTRAINED, "untrained.pt"), model, arch, cfg)
 
 
 def stage_extract(ctx: PipelineContext) -> list[Path]:
