@@ -453,6 +453,11 @@ class RuntimeConfig(Section):
     results do not depend on it beyond float rounding."""
 
 
+INFORMATIONAL_KEYS = frozenset({"runtime.device", "pipeline.name"})
+"""Config keys no result depends on (their docstrings say so): left out of a results key and of
+the report's comparison of runs."""
+
+
 class Config(Section):
     """The whole configuration of a run."""
 

@@ -36,7 +36,7 @@ from vreid.core.artefacts import (
     write_json_atomic,
     write_npy_atomic,
 )
-from vreid.core.config import Config, RetrievalConfig
+from vreid.core.config import INFORMATIONAL_KEYS, Config, RetrievalConfig
 from vreid.core.errors import ConfigError, DatasetError, VreidError
 from vreid.data import ReidDataset, load_from_config
 from vreid.data.image_datasets import holdout_query_gallery
@@ -799,14 +799,10 @@ def build_stages(config: Config) -> list[Stage[PipelineContext]]:
     return stages
 
 
-#: Config keys that change no result, left out of a results key.
-_INFORMATIONAL = ("runtime.device", "pipeline.name")
-
-
 def results_key(config: Config) -> str:
     """What made a run's results: the hash of its config without the informational keys."""
     tree = config.model_dump(mode="json")
-    for dotted in _INFORMATIONAL:
+    for dotted in INFORMATIONAL_KEYS:
         section, name = dotted.split(".")
         tree[section].pop(name, None)
     return hash_obj(tree)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vreid.core.artefacts import read_json, read_npy, write_text_atomic
-from vreid.core.config import flat_keys
+from vreid.core.config import INFORMATIONAL_KEYS, flat_keys
 from vreid.core.errors import VreidError
 from vreid.workflows.report import plots, ranklist
 
@@ -444,7 +444,6 @@ def _history_section(run_dir: Path) -> _Section | None:
     if len(folders) < 2 or not (run_dir / "config.yaml").is_file():
         return None
     current = flat_keys(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    ignored = {"runtime.device", "pipeline.name"}
     rows = []
     for folder in sorted(folders, key=lambda p: (p / "metrics.json").stat().st_mtime):
         cfg_file = folder / "config.yaml"
@@ -456,7 +455,7 @@ def _history_section(run_dir: Path) -> _Section | None:
         diff = [
             f"{k}={other.get(k)}"
             for k in sorted(set(current) | set(other))
-            if k not in ignored and other.get(k) != current.get(k)
+            if k not in INFORMATIONAL_KEYS and other.get(k) != current.get(k)
         ]
         metrics = read_metrics(folder / "metrics.json")
         rows_file = folder / "rows.json"
