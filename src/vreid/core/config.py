@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vreid.core.artefacts import write_text_atomic
 from vreid.core.errors import ConfigError
+from vreid.core.formats import DatasetFormat
 
 _AUTO_REFUSED = (
     "'auto' is no longer accepted (it fell back silently to random weights when nothing was "
@@ -44,10 +45,6 @@ class Section(BaseModel):
 
 # --------------------------------------------------------------------------------------------
 # data (issue 2)
-DatasetFormat = Literal[
-    "aic20", "aic20-sim", "aic21", "aic21-sim", "veri776", "vehicleid", "veriwild", "folder"
-]
-"""Every dataset format vreid reads (``vreid.data.load_dataset``); ``auto`` detects one."""
 
 
 class DataConfig(Section):

@@ -6,10 +6,10 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vreid.core.config import DataConfig, DatasetFormat
 from vreid.core.errors import DatasetError
+from vreid.core.formats import DatasetFormat
 from vreid.data.aic import AIC_IMAGE_DIRS, SIM21_IMAGE_DIR, read_aic
 from vreid.data.files import check_links
 from vreid.data.folder import read_folder
@@ -17,6 +17,9 @@ from vreid.data.records import ReidDataset
 from vreid.data.vehicleid import read_vehicleid
 from vreid.data.veri import read_veri
 from vreid.data.veriwild import read_veriwild
+
+if TYPE_CHECKING:  # the config module is slow to import; the CLI's start-up does not need it
+    from vreid.core.config import DataConfig
 
 FORMATS: tuple[str, ...] = typing.get_args(DatasetFormat)
 """Every format :func:`load_dataset` reads (besides ``auto``)."""
