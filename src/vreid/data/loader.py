@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import typing
@@ -20,6 +21,8 @@ from vreid.data.veriwild import read_veriwild
 
 if TYPE_CHECKING:  # the config module is slow to import; the CLI's start-up does not need it
     from vreid.core.config import DataConfig
+
+log = logging.getLogger("vreid.data")
 
 FORMATS: tuple[str, ...] = typing.get_args(DatasetFormat)
 """Every format :func:`load_dataset` reads (besides ``auto``)."""
@@ -42,6 +45,26 @@ def _first_image_name(root: Path) -> str | None:
             for entry in it:
                 return entry.name
     return None
+
+
+def dataset_root(root: str | os.PathLike[str]) -> Path:
+    """The dataset folder to read for ``root``: ``root/real`` when ``root`` is the output folder of
+    ``vreid synth`` (it holds ``real/`` and ``simulation/`` and no dataset of its own), said in one
+    logging warning (logger ``vreid.data``); ``root`` itself otherwise."""
+    root = Path(root)
+    if (
+        (root / "real").is_dir()
+        and (root / "simulation").is_dir()
+        and not any((root / d).is_dir() for d in (*AIC_IMAGE_DIRS.values(), *_FOLDER_SPLITS))
+    ):
+        log.warning(
+            "%s: a `vreid synth` output folder; reading its real-camera dataset %s "
+            "(its simulation/ set is data.sim_root)",
+            root,
+            root / "real",
+        )
+        return root / "real"
+    return root
 
 
 def detect_format(root: str | os.PathLike[str]) -> str:
@@ -79,7 +102,10 @@ def detect_format(root: str | os.PathLike[str]) -> str:
         return "folder"
     raise DatasetError(
         f"{root}: unknown dataset format; known formats: {', '.join(FORMATS)} "
-        "(see docs/readme/datasets.md for the layout each expects), or pass --format"
+        "(AIC and VeRi-776: image_train/, image_query/, image_test/ with their label files; "
+        "VehicleID and VERI-Wild: train_test_split/ with image/ or images/; folder: train/, "
+        "query/, gallery/ with one sub-folder per vehicle id; `vreid synth` output: real/ and "
+        "simulation/), or pass --format"
     )
 
 
@@ -92,7 +118,8 @@ def load_dataset(
 ) -> ReidDataset:
     """Read the dataset under ``root`` into :class:`ReidDataset` (records per split, file order).
 
-    ``format``: ``auto`` (detect) or one of :data:`FORMATS`. Options: ``vehicleid`` takes
+    ``format``: ``auto`` (detect) or one of :data:`FORMATS`. The output folder of ``vreid synth``
+    reads as its ``real/`` dataset (:func:`dataset_root`). Options: ``vehicleid`` takes
     ``test_size`` (800/1600/2400), ``draw`` (0–9) and ``seed``; ``veriwild`` takes ``test_size``
     (3000/5000/10000); ``folder`` takes ``csv`` (a path to a per-image CSV of
     camera/track/colour/type).
@@ -102,7 +129,8 @@ def load_dataset(
     ``root`` (the image, a split or identity folder) is refused naming the link and its target
     unless ``follow_links`` (:func:`vreid.data.files.check_links`).
     """
-    dataset = _read(Path(root), format, options)
+    root = dataset_root(root)
+    dataset = _read(root, format, options)
     if not follow_links:
         check_links(Path(root), (r.path for recs in dataset.splits.values() for r in recs))
     return dataset
@@ -142,6 +170,7 @@ def load_from_config(
     root = root if root is not None else data.root
     if root is None:
         raise DatasetError("data.root is not set; pass --set data.root=PATH")
+    root = dataset_root(root)
     fmt = format if format is not None else data.format
     if fmt == "auto":
         fmt = detect_format(root)

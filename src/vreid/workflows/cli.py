@@ -937,7 +937,7 @@ def export_cmd(
 
 # index (search that scales): vreid index build / vreid index add / vreid query / vreid serve
 index_app = typer.Typer(
-    help="A persistent gallery index (docs/readme/index.md).", no_args_is_help=True
+    help="A persistent gallery index: build it once, add images, query it.", no_args_is_help=True
 )
 app.add_typer(index_app, name="index")
 
