@@ -36,6 +36,15 @@ _STEMS = {"train": "train", "query": "query", "gallery": "test"}
 _NAME = re.compile(r"^(\d+)_[cC](\d+)_")
 
 
+def veri_name_labels(name: str) -> tuple[int | None, int | None]:
+    """``(vehicle id, camera)`` of an image named in the VeRi form ``VVVV_cCCC_…`` (also what
+    ``vreid synth`` names its simulation images), ``(None, None)`` for any other name."""
+    match = _NAME.match(Path(name).name)
+    if match is None:
+        return None, None
+    return int(match.group(1)), int(match.group(2))
+
+
 def _veri_attr(
     value: str | None, what: str, attribute: str, where: str, zero: list[str]
 ) -> int | None:

@@ -65,11 +65,13 @@ from vreid.engine.trainer import (
     training_device,
 )
 from vreid.models.checkpoint import (
+    INFERENCE_FILE,
     arch_from_config,
     build_from_arch,
     check_arch,
     load_checkpoint,
     load_state_dict_checked,
+    save_inference_checkpoint,
 )
 
 log = logging.getLogger("vreid.engine")
@@ -82,7 +84,10 @@ class TrainResult:
     out_dir: Path
     """The run directory actually written (a fresh sibling when the asked one held a run)."""
     last_checkpoint: Path
-    """``checkpoints/last.pt``."""
+    """``checkpoints/last.pt``: the resumable checkpoint (weights, optimizer, RNG …)."""
+    inference_checkpoint: Path
+    """``checkpoints/model.pt``: the last epoch's weights for inference only (a third of last.pt's
+    size with Adam), what ``Extractor``, ``vreid search``, ``export`` and ``index build`` need."""
     best_checkpoint: Path | None
     """``checkpoints/best.pt`` (best mAP), or None when the dataset has no query/gallery ground truth."""
     epochs: int
@@ -488,6 +493,12 @@ def _train(
             "arch": wanted_arch,
             "config": config.model_dump(mode="json"),
             "vehicle_ids": vehicle_ids,
+            "trained_on": {
+                "dataset": source,
+                "format": data.format,
+                "identities": num_classes,
+                "images": len(train_records),
+            },
         },
         hooks=trainer_hooks,
         progress=progress,
@@ -500,9 +511,15 @@ def _train(
         if validation is not None:
             write_text_atomic(out_dir / "val_ids.txt", "".join(f"{i}\n" for i in val_ids))
     history = trainer.train()
+    if ddp.main:
+        # the weights of last.pt without its resume state: what inference needs
+        final = {"model": model.state_dict(), **trainer.meta, "epoch": trainer.epochs_done}
+        final["best_map"] = checkpoints.best  # type: ignore[attr-defined]
+        save_inference_checkpoint(ckpt_dir / INFERENCE_FILE, final)
     return TrainResult(
         out_dir=out_dir,
         last_checkpoint=ckpt_dir / "last.pt",
+        inference_checkpoint=ckpt_dir / INFERENCE_FILE,
         best_checkpoint=checkpoints.best_path,  # type: ignore[attr-defined]
         epochs=max(trainer.start_epoch, tc.epochs),
         history=history,

@@ -36,7 +36,12 @@ from vreid.data.image_datasets import ImageListDataset, worker_errors
 from vreid.data.records import ImageRecord
 from vreid.data.transforms import build_transforms
 from vreid.inference.features import save_features
-from vreid.models.checkpoint import load_checkpoint, load_model
+from vreid.models.checkpoint import (
+    describe_training,
+    load_checkpoint,
+    load_model,
+    training_summary,
+)
 
 
 @torch.no_grad()
@@ -216,7 +221,8 @@ class Extractor:
     image's features with its mirror image's; ``normalize`` scales each row to unit L2 norm.
 
     Args:
-        checkpoint: path of a checkpoint written by ``vreid train``, or of an ``.onnx`` file written
+        checkpoint: path of a checkpoint written by ``vreid train`` (``last.pt``, ``best.pt`` or the
+            small inference file ``model.pt``), or of an ``.onnx`` file written
             by ``vreid export`` (run with onnxruntime; ``amp`` and ``channels_last`` do not apply).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
         batch_size: images per forward pass.
@@ -233,6 +239,12 @@ class Extractor:
             elsewhere. The features are the same up to float rounding.
         prefetch_factor: batches each worker decodes ahead (torch's default, 2, when None).
         progress: show a progress bar when extracting.
+
+    Attributes:
+        trained_on: what the model was trained on (:func:`vreid.models.checkpoint.training_summary`):
+            ``dataset`` (root folder), ``format``, ``identities``, ``images``, ``image_size``
+            (H, W), ``epochs``; ``None`` where the checkpoint does not say (older checkpoints
+            lack the dataset, its format and image count). :attr:`training_note` says it in a line.
     """
 
     def __init__(
@@ -271,6 +283,9 @@ class Extractor:
                 )
             self.image_size: tuple[int, int] = tuple(int(v) for v in meta["image_size"])  # type: ignore[assignment]
             self.arch: dict[str, Any] = dict(meta["arch"])
+            self.trained_on: dict[str, Any] = meta.get("trained_on") or training_summary(
+                {"arch": self.arch, "config": {"model": {"image_size": self.image_size}}}
+            )
             self.model = onnx_model
             self.amp_dtype: torch.dtype | None = None
             self.channels_last = False
@@ -279,6 +294,8 @@ class Extractor:
             model_cfg = (state.get("config") or {}).get("model") or {}
             self.image_size = tuple(model_cfg.get("image_size", (128, 256)))  # type: ignore[assignment]
             self.arch = dict(state["arch"])
+            self.trained_on = training_summary(state)
+            del state
             self.model = load_model(self.checkpoint, self.device)
             self.amp_dtype = (
                 {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -292,6 +309,12 @@ class Extractor:
                 self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.feature_dim = int(getattr(self.model, "feature_dim", 0))
         self.transform = build_transforms(self.image_size, train=False)
+
+    @property
+    def training_note(self) -> str:
+        """:attr:`trained_on` in one line: ``"trained on /data/real (aic20): 333 identities, 36935
+        images, input 128×256 (h×w), 12 epochs"`` (``unknown`` where the checkpoint is silent)."""
+        return describe_training(self.trained_on)
 
     def __repr__(self) -> str:
         return (

@@ -10,12 +10,20 @@ A checkpoint is a plain dict (only tensors, numbers, strings, lists and dicts, s
       "config": {...},                           # the resolved Config as JSON-able dict
       "epoch": 7,                                # epochs completed
       "vehicle_ids": [...],                      # training ids in label order (label i = ids[i])
+      "trained_on": {"dataset": "/data/real", "format": "aic20", "identities": 333,
+                     "images": 36935},           # the training split (older files lack it)
       "optimizer": ..., "scheduler": ..., "scaler": ..., "sampler": ...,
       "rng": [per-rank RNG states], "best_map": 0.41, "history": [...],
     }
 
 ``arch`` is exactly what :func:`vreid.models.build_model` needs to rebuild the network:
 ``build_model(arch["name"], arch["num_classes"], **rest)``.
+
+Beside the resumable ``last.pt``, training writes the small inference file ``model.pt``
+(:data:`INFERENCE_FILE`, :func:`save_inference_checkpoint`): the same dict without the optimizer,
+scheduler, scaler, sampler, RNG and history entries. Everything that reads a model (``Extractor``,
+``vreid search``, ``vreid export``, ``vreid index build``) goes through :func:`load_checkpoint`
+and takes either file.
 """
 
 from __future__ import annotations
@@ -40,6 +48,12 @@ from vreid.models import build_model
 
 FORMAT = "vreid-checkpoint"
 VERSION = 1
+
+INFERENCE_FILE = "model.pt"
+"""The weights-only inference file training writes beside ``last.pt``."""
+
+# What the inference file keeps of a training checkpoint (no optimizer, scheduler, RNG, history).
+_INFERENCE_KEYS = ("model", "arch", "config", "epoch", "vehicle_ids", "trained_on", "best_map")
 
 # ModelConfig keys that are not architecture options (they do not change the network's shape).
 _NOT_ARCH_KEYS = {"name", "pretrained", "image_size"}
@@ -120,6 +134,56 @@ def save_model_checkpoint(
     if vehicle_ids is not None:
         checkpoint["vehicle_ids"] = list(vehicle_ids)
     return save_checkpoint(path, checkpoint)
+
+
+def save_inference_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> Path:
+    """Write the weights-only inference file of training ``checkpoint`` (what ``last.pt`` holds)
+    to ``path`` atomically: model weights (on the CPU), ``arch``, ``config``, ``epoch``,
+    ``vehicle_ids``, ``trained_on``, ``best_map``; no optimizer or other resume state."""
+    small = {k: checkpoint[k] for k in _INFERENCE_KEYS if k in checkpoint}
+    small["model"] = {k: v.detach().cpu() for k, v in checkpoint["model"].items()}
+    return save_checkpoint(path, small)
+
+
+def training_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What the model of checkpoint ``state`` was trained on: ``dataset`` (root), ``format``,
+    ``identities``, ``images`` (training images), ``image_size`` (H, W) and ``epochs``; ``None``
+    for what the checkpoint does not record (checkpoints written before ``trained_on`` existed
+    lack the dataset, format and image count)."""
+    trained = state.get("trained_on") or {}
+    arch = state.get("arch") or {}
+    model_cfg = (state.get("config") or {}).get("model") or {}
+    size = model_cfg.get("image_size")
+    identities = trained.get("identities", arch.get("num_classes"))
+    return {
+        "dataset": trained.get("dataset"),
+        "format": trained.get("format"),
+        "identities": int(identities) if identities is not None else None,
+        "images": trained.get("images"),
+        "image_size": [int(v) for v in size] if size is not None else None,
+        "epochs": int(state["epoch"]) if state.get("epoch") is not None else None,
+    }
+
+
+def describe_training(summary: dict[str, Any]) -> str:
+    """One line of a :func:`training_summary`, e.g. ``"trained on /data/real (aic20): 333
+    identities, 36935 images, input 128×256 (h×w), 12 epochs"``; ``unknown`` for missing values."""
+
+    def known(value: Any, text: str) -> str:
+        return text if value is not None else "unknown"
+
+    dataset = summary.get("dataset")
+    fmt = summary.get("format")
+    where = known(dataset, f"{dataset}" + (f" ({fmt})" if fmt else ""))
+    size = summary.get("image_size")
+    epochs = summary.get("epochs")
+    ids, images = summary.get("identities"), summary.get("images")
+    return (
+        f"trained on {where}: {known(ids, f'{ids}')} identities, "
+        f"{known(images, f'{images}')} images, "
+        f"input {known(size, '×'.join(map(str, size or [])))} (h×w), "
+        f"{known(epochs, f'{epochs}')} epoch{'' if epochs == 1 else 's'}"
+    )
 
 
 def load_checkpoint(

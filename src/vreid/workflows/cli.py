@@ -284,6 +284,50 @@ def synth_command(
 # ============================================================================================
 # crop (issue 7): vreid crop / vreid train-detector
 
+# The detector settings (the crop config section) of `vreid crop`, shared by `vreid search --crop`.
+CropDetectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--detector",
+        help="crop.detector: torchvision detector, e.g. maskrcnn_resnet50_fpn_v2, "
+        "fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn "
+        "(default: the checkpoint's).",
+    ),
+]
+_CROP_WEIGHTS_HELP = (
+    "crop.weights: torchvision COCO weights file or `vreid train-detector` checkpoint "
+    "(default: COCO weights from torchvision's cache)."
+)
+CropMarginOpt = Annotated[
+    float | None,
+    typer.Option("--margin", help="crop.margin: margin per side, fraction of the box."),
+]
+CropMinScoreOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-score",
+        help="crop.min_score: ignore less confident detections (none left: image kept whole).",
+    ),
+]
+_CROP_BATCH_HELP = "crop.batch_size: images per detector call."
+
+
+def _crop_flags(
+    detector: str | None,
+    weights: Path | None,
+    margin: float | None,
+    min_score: float | None,
+    batch_size: int | None,
+) -> dict[str, Any]:
+    """The crop config keys the detector options set (``None``: not given)."""
+    return {
+        "crop__detector": detector,
+        "crop__weights": weights,
+        "crop__margin": margin,
+        "crop__min_score": min_score,
+        "crop__batch_size": batch_size,
+    }
+
 
 @app.command("crop")
 def crop_command(
@@ -291,33 +335,14 @@ def crop_command(
     dst: Annotated[
         Path, typer.Argument(help="Output root: new, empty, or an earlier crop output.")
     ],
-    detector: Annotated[
-        str | None,
-        typer.Option(
-            help="crop.detector: torchvision detector, e.g. maskrcnn_resnet50_fpn_v2, "
-            "fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn "
-            "(default: the checkpoint's)."
-        ),
-    ] = None,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            help="crop.weights: torchvision COCO weights file or `vreid train-detector` "
-            "checkpoint (default: torchvision's cache)."
-        ),
-    ] = None,
-    margin: Annotated[
-        float | None, typer.Option(help="crop.margin: margin per side, fraction of the box.")
-    ] = None,
-    min_score: Annotated[
-        float | None, typer.Option(help="crop.min_score: ignore less confident detections.")
-    ] = None,
+    detector: CropDetectorOpt = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help=_CROP_WEIGHTS_HELP)] = None,
+    margin: CropMarginOpt = None,
+    min_score: CropMinScoreOpt = None,
     device: Annotated[
         str | None, typer.Option(help="runtime.device: auto, cpu, cuda, cuda:N.")
     ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="crop.batch_size: images per detector call.")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=_CROP_BATCH_HELP)] = None,
     workers: Annotated[int, typer.Option(min=0, help="Image-decoding worker processes.")] = 0,
     format: Annotated[str, typer.Option("--format", "-f", help="Dataset format of SRC.")] = "auto",
     folder: Annotated[
@@ -335,11 +360,7 @@ def crop_command(
     cfg = _config(
         config,
         set_,
-        crop__detector=detector,
-        crop__weights=weights,
-        crop__margin=margin,
-        crop__min_score=min_score,
-        crop__batch_size=batch_size,
+        **_crop_flags(detector, weights, margin, min_score, batch_size),
         runtime__device=device,
     )
     kwargs = {
@@ -593,13 +614,14 @@ def search_cmd(
             "--crop/--no-crop", help="Crop both sides with a vehicle detector first (crop.enabled)."
         ),
     ] = None,
+    detector: CropDetectorOpt = None,
     detector_weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--detector-weights",
-            help="With --crop: a `vreid train-detector` checkpoint or torchvision COCO file "
-            "(crop.weights; null: COCO weights from torchvision's cache).",
-        ),
+        Path | None, typer.Option("--detector-weights", help=_CROP_WEIGHTS_HELP)
+    ] = None,
+    margin: CropMarginOpt = None,
+    min_score: CropMinScoreOpt = None,
+    crop_batch_size: Annotated[
+        int | None, typer.Option("--crop-batch-size", help=_CROP_BATCH_HELP)
     ] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N (runtime.device).")
@@ -617,9 +639,12 @@ def search_cmd(
     Runs the retrieval chain of `vreid rank` with the settings of --config/--set; each option names
     the config key it sets (an option given wins over the config). Writes DIR/ranking.csv (query,
     rank, gallery image, distance), DIR/ranklists.png, the full distance matrix DIR/distances.npy
-    and DIR/search.json (the settings).
+    and DIR/search.json (the settings). Says what each model was trained on and, with --crop, how
+    many images were cropped (a warning when the detector found no vehicle in most of them).
+    The detector options are those of `vreid crop` (the crop config section).
     """
-    from vreid.workflows.search import search_images
+    from vreid.models.checkpoint import describe_training
+    from vreid.workflows.search import crop_warning, search_images
 
     cfg = _config(
         config,
@@ -627,7 +652,7 @@ def search_cmd(
         retrieval__top=top,
         retrieval__rerank=rerank,
         crop__enabled=crop,
-        crop__weights=detector_weights,
+        **_crop_flags(detector, detector_weights, margin, min_score, crop_batch_size),
         runtime__device=device,
         train__eval_flip=flip,
     )
@@ -640,6 +665,19 @@ def search_cmd(
         attribute_checkpoint=attributes,
         progress=not quiet,
     )
+    for model in result.models:
+        typer.echo(f"model {model['label']}: {describe_training(model['trained_on'])}")
+    if result.crops is not None:
+        typer.echo(
+            "cropped: "
+            + "; ".join(
+                f"{side} {c['cropped']} of {c['images']} (kept whole {c['whole']})"
+                for side, c in result.crops.items()
+            )
+        )
+        warning = crop_warning(result.crops)
+        if warning:
+            console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     typer.echo(
         f"{len(result.queries)} queries × {len(result.gallery)} gallery images → "
         f"{result.out_dir / 'ranking.csv'}, {result.out_dir / 'ranklists.png'}"

@@ -4,7 +4,8 @@
 features after the BN neck), exports it with a dynamic batch dimension (input ``images`` (B, 3, H,
 W) float32, ImageNet-normalised as :class:`~vreid.Extractor` prepares it; output ``features`` (B,
 D), not L2-normalised) and stores in the file's metadata what :class:`~vreid.Extractor` needs to
-run it (input size, architecture, feature size) and where it came from (the checkpoint's SHA-256).
+run it (input size, architecture, feature size), what the model was trained on (``trained_on``)
+and where it came from (the checkpoint's SHA-256).
 
 Before anything is written, the exported graph runs in onnxruntime on a batch of several images of
 the checkpoint's input size (a batch size other than the one traced, so the dynamic batch is
@@ -39,7 +40,7 @@ from vreid.inference.extract import (
     OnnxFeatureModel,
     _import_onnxruntime,
 )
-from vreid.models.checkpoint import load_checkpoint, load_model
+from vreid.models.checkpoint import load_checkpoint, load_model, training_summary
 
 #: The ONNX opset written by default (recent enough for every vreid model; onnxruntime ≥ 1.17 runs it).
 DEFAULT_OPSET = 20
@@ -175,6 +176,7 @@ def export_onnx(
     if len(image_size) != 2:
         raise CheckpointError(f"{ckpt}: model.image_size in its config is not (height, width)")
     arch = dict(state["arch"])
+    trained_on = training_summary(state)
     model = load_model(ckpt, "cpu")
     feature_dim = int(getattr(model, "feature_dim", 0))
     sha = file_sha256(ckpt)
@@ -188,6 +190,7 @@ def export_onnx(
         "image_size": list(image_size),
         "arch": arch,
         "feature_dim": feature_dim,
+        "trained_on": trained_on,
         "checkpoint": ckpt.name,
         "checkpoint_sha256": sha,
         "input": ONNX_INPUT,

@@ -13,9 +13,16 @@ Writes into a new run directory (an existing non-empty one is never reused: ``DI
   each query (paths relative to the query/gallery folder);
 * ``distances.npy`` — the chain's final (q, g) float32 distance matrix, rows and columns in the
   order of ``query.txt`` / ``gallery.txt``;
-* ``ranklists.png`` — each query (blue) and its nearest images, for a look by eye;
+* ``ranklists.png`` — each query (blue) and its nearest images, for a look by eye, each captioned
+  with its rank, camera (when the name says it), distance and name; frames are green/red when the
+  names carry vehicle ids (the VeRi form ``VVVV_cCCC_…``), grey otherwise;
 * ``search.json`` — the settings (the chain's row and steps, the ``retrieval`` section),
-  checkpoints and counts that made them.
+  checkpoints, what each model was trained on, the crop counts and the image counts.
+
+With ``crop.enabled`` the crops go to ``crops/query`` and ``crops/gallery``; an image in which the
+detector finds no vehicle is kept whole. :attr:`SearchResult.crops` counts both, and
+:func:`crop_warning` says when most images stayed whole (the detector found nothing: wrong
+weights, or ``crop.min_score`` too high).
 """
 
 from __future__ import annotations
@@ -46,8 +53,9 @@ from vreid.core.errors import DatasetError
 from vreid.data.files import IMAGE_SUFFIXES
 from vreid.data.image_datasets import image_paths
 from vreid.data.records import ImageRecord
+from vreid.data.veri import veri_name_labels
 from vreid.inference.attributes import attribute_features
-from vreid.inference.crop import crop_folder, crop_settings
+from vreid.inference.crop import CropReport, crop_folder, crop_settings
 from vreid.inference.extract import Extractor
 from vreid.retrieval.chain import RetrievalChain, member_names
 from vreid.retrieval.submission import top_indices
@@ -65,6 +73,35 @@ class SearchResult:
     """(q, g) float32 distances, smaller is more similar."""
     ranking: np.ndarray
     """(q, top) gallery indices, nearest first."""
+    models: list[dict[str, Any]]
+    """Per checkpoint: ``label`` (its run folder and architecture, as the progress bars name
+    it), ``checkpoint`` and ``trained_on`` (:attr:`vreid.Extractor.trained_on`)."""
+    crops: dict[str, dict[str, int]] | None = None
+    """With ``crop.enabled``: per side (``query``, ``gallery``) ``images``, ``cropped`` and
+    ``whole`` (no vehicle found, kept whole); ``None`` without cropping."""
+
+
+def crop_warning(crops: dict[str, dict[str, int]] | None) -> str | None:
+    """A warning when more than half of the query or gallery images were kept whole by the
+    detector (``None`` otherwise): the search then ran on whole images, not on vehicles."""
+    if not crops:
+        return None
+    bad = [side for side, c in crops.items() if c["images"] and 2 * c["whole"] > c["images"]]
+    if not bad:
+        return None
+    counts = " and ".join(f"{crops[s]['whole']} of {crops[s]['images']} {s}" for s in bad)
+    return (
+        f"the detector found no vehicle in {counts} images, which were searched whole; check "
+        "the detector weights (--detector-weights) or lower crop.min_score (--min-score)"
+    )
+
+
+def model_label(checkpoint: str | os.PathLike[str], arch: dict[str, Any]) -> str:
+    """How a search names a model: its run folder (the folder above ``checkpoints/``, else the
+    checkpoint's folder) and architecture, e.g. ``"demo (glamor)"``."""
+    path = Path(checkpoint).resolve()
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"{folder.name or path.stem} ({arch.get('name', '?')})"
 
 
 def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
@@ -86,9 +123,9 @@ def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
 
 def _cropped(
     root: Path, images: list[Path], dst: Path, config: Config, device: str, progress: bool
-) -> list[Path]:
+) -> tuple[list[Path], CropReport]:
     """Crop ``images`` (under ``root``) into ``dst`` with the detector of ``config.crop``; the
-    crops' paths."""
+    crops' paths and the crop report."""
 
     src = root
     if len(images) == 1 and images[0].parent == root and len(list(root.iterdir())) > 1:
@@ -97,14 +134,23 @@ def _cropped(
         src.mkdir(parents=True)
         shutil.copy2(images[0], src / images[0].name)
         images = [src / images[0].name]
-    crop_folder(
+    report = crop_folder(
         src,
         dst,
         **crop_settings(config.crop),
         device=device,
         progress=progress,
     )
-    return [dst / p.relative_to(src) for p in images]
+    return [dst / p.relative_to(src) for p in images], report
+
+
+def _named_records(paths: Sequence[Path], names: Sequence[str], split: str) -> list[ImageRecord]:
+    """Records of ``paths`` with the vehicle id and camera their names carry (VeRi form)."""
+    records = []
+    for path, name in zip(paths, names, strict=True):
+        vehicle_id, camera = veri_name_labels(name)
+        records.append(ImageRecord(path, name, split, vehicle_id=vehicle_id, camera=camera))
+    return records
 
 
 def search_images(
@@ -149,11 +195,21 @@ def search_images(
         q_names = [p.relative_to(q_root).as_posix() for p in q_paths]
         g_names = [p.relative_to(g_root).as_posix() for p in g_paths]
         q_used, g_used = q_paths, g_paths
+        crops: dict[str, dict[str, int]] | None = None
         if cfg.crop.enabled:
-            q_used = _cropped(q_root, q_paths, run / "crops" / "query", cfg, device, progress)
-            g_used = _cropped(g_root, g_paths, run / "crops" / "gallery", cfg, device, progress)
+            q_used, q_rep = _cropped(
+                q_root, q_paths, run / "crops" / "query", cfg, device, progress
+            )
+            g_used, g_rep = _cropped(
+                g_root, g_paths, run / "crops" / "gallery", cfg, device, progress
+            )
+            crops = {
+                side: {"images": rep.images, "cropped": rep.cropped, "whole": len(rep.uncropped)}
+                for side, rep in (("query", q_rep), ("gallery", g_rep))
+            }
 
         features = {}
+        models = []
         for name, ckpt in zip(names, checkpoints, strict=True):
             extract = Extractor(
                 ckpt,
@@ -163,8 +219,12 @@ def search_images(
                 num_workers=cfg.train.num_workers,
                 progress=progress,
             )
-            qf = extract(q_used, description=f"query features ({Path(ckpt).name})").numpy()
-            gf = extract(g_used, description=f"gallery features ({Path(ckpt).name})").numpy()
+            label = model_label(ckpt, extract.arch)
+            models.append(
+                {"label": label, "checkpoint": str(ckpt), "trained_on": extract.trained_on}
+            )
+            qf = extract(q_used, description=f"query features {label}").numpy()
+            gf = extract(g_used, description=f"gallery features {label}").numpy()
             features[name] = (qf, gf)
         attributes = None
         if attribute_checkpoint is not None and (rc.gamma_type > 0 or rc.gamma_colour > 0):
@@ -206,11 +266,12 @@ def search_images(
             draw_rank_list(
                 distances,
                 shown,
-                [ImageRecord(p, n, "query") for p, n in zip(q_used, q_names, strict=True)],
-                [ImageRecord(p, n, "gallery") for p, n in zip(g_used, g_names, strict=True)],
+                _named_records(q_used, q_names, "query"),
+                _named_records(g_used, g_names, "gallery"),
                 run / "ranklists.png",
                 top=min(top, 10),
-                labels=[n if len(n) <= 11 else "…" + n[-10:] for n in q_names[: len(shown)]],
+                show_distance=True,
+                show_name=True,
             )
         settings: dict[str, Any] = {
             "checkpoints": [str(Path(c).resolve()) for c in checkpoints],
@@ -227,9 +288,11 @@ def search_images(
             "row": chain.final,
             "steps": chain.steps,
             "retrieval": rc.model_dump(mode="json"),
+            "models": models,
             "crop": cfg.crop.model_dump(mode="json") if cfg.crop.enabled else None,
+            "crop_counts": crops,
             "flip": cfg.train.eval_flip,
             "device": device,
         }
         write_json_atomic(run / "search.json", settings)
-        return SearchResult(run, q_paths, g_paths, distances, ranking)
+        return SearchResult(run, q_paths, g_paths, distances, ranking, models, crops)

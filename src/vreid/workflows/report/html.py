@@ -71,6 +71,7 @@ table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.best td{font-weight:bold}img{max-width:100%;border:1px solid #ddd}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}.note{color:#666}
+.wide{overflow-x:auto}.wide img{max-width:none}
 """
 
 
@@ -166,8 +167,11 @@ def _table(headers: list[str], rows: list[list[str]], *, numeric_from: int = 1) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _img(src: str, alt: str) -> str:
-    return f'<p><img src="{_esc(src)}" alt="{_esc(alt)}"></p>'
+def _img(src: str, alt: str, *, wide: bool = False) -> str:
+    """An image paragraph; ``wide`` ones are shown at their own size (scrolling sideways) so that
+    their captions keep their pixel size."""
+    cls = ' class="wide"' if wide else ""
+    return f'<p{cls}><img src="{_esc(src)}" alt="{_esc(alt)}"></p>'
 
 
 def map_header(metrics: dict[str, Any]) -> str:
@@ -253,6 +257,7 @@ def _safe(name: str) -> str:
 @dataclass
 class _Rec:
     path: Path
+    name: str
     vehicle_id: int | None
     camera: int | None
     track: int | None
@@ -266,7 +271,13 @@ def _records(run_dir: Path) -> tuple[list[_Rec], list[_Rec]] | None:
 
     def conv(rows: list[dict[str, Any]]) -> list[_Rec]:
         return [
-            _Rec(Path(r["path"]), r.get("vehicle_id"), r.get("camera"), r.get("track"))
+            _Rec(
+                Path(r["path"]),
+                r.get("name") or Path(r["path"]).name,
+                r.get("vehicle_id"),
+                r.get("camera"),
+                r.get("track"),
+            )
             for r in rows
         ]
 
@@ -305,7 +316,7 @@ def _ranklist_section(run_dir: Path, out: Path, count: int) -> _Section | None:
         name = f"ranklist_{title.split()[0].lower()}.png"
         labels = [f"AP {ap[i]:.2f}" if not np.isnan(ap[i]) else "" for i in idx]
         ranklist.draw_rank_list(distmat, idx, queries, gallery, out / name, labels=labels)
-        parts.append(f"<h3>{_esc(title)}</h3>" + _img(name, title))
+        parts.append(f"<h3>{_esc(title)}</h3>" + _img(name, title, wide=True))
     return _Section("Rank lists", "".join(parts))
 
 

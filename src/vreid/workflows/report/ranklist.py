@@ -1,8 +1,10 @@
 """Rank-list pictures: each row is a query followed by its top-k gallery images.
 
-True matches are framed green, false ones red; the query is framed blue. Under each gallery image a
-strip shows its rank, camera and track; consecutive images of the same track share the strip colour
-and a dark bar separates different tracks, so track boundaries are visible at a glance.
+True matches are framed green, false ones red (grey when the ground truth is unknown); the query is
+framed blue. Under each gallery image a strip shows its rank, camera and track (and, when asked,
+its distance and its file name); consecutive images of the same track share the strip colour and a
+dark bar separates different tracks, so track boundaries are visible at a glance. Captions use a
+:data:`CAPTION_PX` pixel font: digits 13 px high at the picture's own size.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ GREEN = (40, 170, 60)
 RED = (215, 40, 40)
 BLUE = (40, 90, 220)
 TRACK_COLOURS = [(235, 235, 235), (200, 215, 240), (245, 225, 190), (215, 240, 210)]
+CAPTION_PX = 18
+"""Font size of the captions (pixels of the picture; its digits are 13 px high)."""
 
 
 class RecordLike(Protocol):
     """What a rank list needs of an image record (``vreid.data.ImageRecord`` fits)."""
 
     path: Path
+    name: str
     vehicle_id: int | None
     camera: int | None
     track: int | None
@@ -95,26 +100,35 @@ def draw_rank_list(
     top: int = 10,
     thumb_size: tuple[int, int] = (128, 96),
     labels: Sequence[str] | None = None,
+    show_distance: bool = False,
+    show_name: bool = False,
 ) -> Path:
     """Draw one row per query index: the query, a gap, then its ``top`` nearest gallery images.
 
     ``distmat`` (q, g) over ``queries`` × ``gallery``. ``labels`` (one per row) is written at the
-    left of each row, e.g. ``"AP 0.93"``. Without vehicle ids, frames are grey.
+    left of each row, e.g. ``"AP 0.93"``. Without vehicle ids, frames are grey. Each gallery
+    image's caption holds its rank, camera and track where known, with ``show_distance`` its
+    distance (``d0.412``) and with ``show_name`` a second line with its name (shortened from the
+    left to fit: ``…c002_0042.jpg``).
     """
     distmat = np.asarray(distmat)
     tw, th = thumb_size
-    border, strip, pad, gap, left = 4, 16, 4, 18, 70
+    font = ImageFont.load_default(size=CAPTION_PX)
+    line = CAPTION_PX + 4
+    border, pad, gap = 4, 4, 18
+    strip = line * (2 if show_name else 1) + 2
+    label_texts = [f"q{qi + 1}" for qi in query_indices] + list(labels or [])
+    left = max(70, 12 + max((round(font.getlength(t)) for t in label_texts), default=0))
     cell_w, cell_h = tw + 2 * border + pad, th + 2 * border + strip + pad
     width = left + cell_w * (top + 1) + gap
     height = max(1, len(query_indices)) * cell_h + pad
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
     for row, qi in enumerate(query_indices):
         y = pad + row * cell_h
         q = queries[qi]
         text = labels[row] if labels is not None else ""
-        draw.text((4, y + th // 2 - 12), f"q{qi + 1}", fill=(0, 0, 0), font=font)
+        draw.text((4, y + th // 2 - line), f"q{qi + 1}", fill=(0, 0, 0), font=font)
         if text:
             draw.text((4, y + th // 2 + 2), text, fill=(0, 0, 0), font=font)
         _paste_framed(sheet, _thumbnail(q.path, thumb_size), (left, y), BLUE, border)
@@ -124,7 +138,7 @@ def draw_rank_list(
             tw + 2 * border,
             strip,
             (220, 220, 255),
-            "query",
+            ["query", _fit(q.name, font, tw + 2 * border - 6)] if show_name else ["query"],
             font,
         )
         order = np.argsort(distmat[qi], kind="stable")[:top]
@@ -147,13 +161,17 @@ def draw_rank_list(
             prev_track = g.track
             cam = f"c{g.camera}" if g.camera is not None else ""
             trk = f"t{g.track}" if g.track is not None else ""
+            dist = f"d{distmat[qi, gi]:.3f}" if show_distance else ""
+            texts = [" ".join(t for t in (f"{rank + 1}", cam, trk, dist) if t)]
+            if show_name:
+                texts.append(_fit(g.name, font, tw + 2 * border - 6))
             _strip(
                 draw,
                 (x, y + th + 2 * border),
                 tw + 2 * border,
                 strip,
                 TRACK_COLOURS[track_colour % len(TRACK_COLOURS)],
-                f"{rank + 1} {cam} {trk}".strip(),
+                texts,
                 font,
             )
     path = Path(path)
@@ -182,9 +200,21 @@ def _strip(
     width: int,
     height: int,
     colour: tuple[int, int, int],
-    text: str,
+    texts: Sequence[str],
     font: Any,
 ) -> None:
     x, y = xy
     draw.rectangle([x, y, x + width - 1, y + height - 1], fill=colour)
-    draw.text((x + 3, y + 2), text, fill=(0, 0, 0), font=font)
+    for i, text in enumerate(texts):
+        draw.text((x + 3, y + 1 + i * (CAPTION_PX + 4)), text, fill=(0, 0, 0), font=font)
+
+
+def _fit(text: str, font: Any, width: int) -> str:
+    """``text``, or its end after an ellipsis (``…0042.jpg``), short enough for ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    for start in range(1, len(text)):
+        short = "…" + text[start:]
+        if font.getlength(short) <= width:
+            return short
+    return "…"
