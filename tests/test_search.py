@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from vreid.core.config import load_config
 from vreid.core.errors import DatasetError
+from vreid.data import load_dataset
 from vreid.inference.extract import Extractor
 from vreid.retrieval.distance import ensemble, pairwise_distances
 from vreid.retrieval.reranking import original_distance, rerank
 from vreid.workflows.cli import app
-from vreid.workflows.search import search_images
+from vreid.workflows.report.ranklist import CAPTION_PX, GREEN, RED
+from vreid.workflows.search import crop_warning, search_images
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +201,129 @@ def test_a_failed_search_leaves_nothing_behind(checkpoints, folders, tmp_path, v
     assert "Traceback" not in proc.stderr
     assert not out.exists()
     assert not (tmp_path / "run-2").exists()
+
+
+def test_crop_that_finds_nothing_is_counted_and_warned(
+    checkpoints, folders, random_detector, tmp_path, vreid_cli
+):
+    """--min-score 1.0: the random detector's boxes (scores about 0.5) are all ignored, every image
+    is kept whole; search says so (counts and a warning). crop's options map onto crop.*."""
+    query, gallery = folders
+    n_q, n_g = len(list(query.iterdir())), len(list(gallery.rglob("*.jpg")))
+    out = tmp_path / "none"
+    common = ("--crop", "--detector-weights", random_detector, "--no-rerank", "--quiet")
+    proc = vreid_cli(
+        "search", checkpoints[0], "-q", query, "-g", gallery, "-o", out, *common,
+        "--min-score", "1.0", "--margin", "0.1", "--crop-batch-size", "3",
+        "--set", "runtime.device=cpu",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"cropped: query 0 of {n_q} (kept whole {n_q}); gallery 0 of {n_g} (kept whole {n_g})"
+        in (proc.stdout)
+    )
+    assert (
+        f"warning: the detector found no vehicle in {n_q} of {n_q} query and {n_g} of {n_g} "
+        "gallery images, which were searched whole"
+    ) in " ".join(proc.stderr.split())
+    settings = json.loads((out / "search.json").read_text())
+    assert settings["crop"]["min_score"] == 1.0
+    assert settings["crop"]["margin"] == 0.1
+    assert settings["crop"]["batch_size"] == 3
+    assert settings["crop_counts"]["gallery"] == {"images": n_g, "cropped": 0, "whole": n_g}
+
+    # a low threshold crops every image: counts, no warning
+    out = tmp_path / "all"
+    proc = vreid_cli(
+        "search", checkpoints[0], "-q", query, "-g", gallery, "-o", out, *common,
+        "--min-score", "0.01", "--set", "runtime.device=cpu",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"cropped: query {n_q} of {n_q} (kept whole 0)" in proc.stdout
+    assert "warning" not in proc.stderr
+
+
+def test_crop_warning_needs_more_than_half_kept_whole():
+    assert crop_warning(None) is None
+    assert crop_warning({"query": {"images": 4, "cropped": 2, "whole": 2}}) is None
+    text = crop_warning(
+        {
+            "query": {"images": 4, "cropped": 2, "whole": 2},
+            "gallery": {"images": 10, "cropped": 4, "whole": 6},
+        }
+    )
+    assert text is not None
+    assert text.startswith("the detector found no vehicle in 6 of 10 gallery images")
+
+
+def test_search_says_what_each_model_was_trained_on(checkpoints, folders, tiny_synth, tmp_path):
+    query, gallery = folders
+    real = load_dataset(tiny_synth / "real")
+    n_ids = len({r.vehicle_id for r in real["train"]})
+    out = tmp_path / "cli"
+    args = ["search", *map(str, checkpoints), "-q", str(query), "-g", str(gallery), "-o", str(out)]
+    res = CliRunner().invoke(app, [*args, "--no-rerank", "--quiet", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for ckpt in checkpoints:
+        run = ckpt.parent.parent.name  # m0, m1
+        assert (
+            f"model {run} (glamor): trained on {real.root} (aic20): {n_ids} identities, "
+            f"{len(real['train'])} images, input 32×64 (h×w), 1 epoch"
+        ) in res.output
+    settings = json.loads((out / "search.json").read_text())
+    assert [m["label"] for m in settings["models"]] == ["m0 (glamor)", "m1 (glamor)"]
+    assert settings["models"][0]["trained_on"]["identities"] == n_ids
+
+
+def test_search_takes_the_small_inference_file(checkpoints, folders, tmp_path):
+    query, gallery = folders
+    cfg = _config("retrieval.rerank=false")
+    full = search_images(
+        checkpoints[:1], query, gallery, tmp_path / "a", config=cfg, progress=False
+    )
+    small = checkpoints[0].with_name("model.pt")
+    assert small.stat().st_size < 0.4 * checkpoints[0].stat().st_size
+    got = search_images([small], query, gallery, tmp_path / "b", config=cfg, progress=False)
+    assert np.array_equal(full.distances, got.distances)
+
+
+def test_rank_list_captions_and_true_match_frames(checkpoints, tiny_synth, tmp_path):
+    """Images named in the VeRi form (the synthetic simulation set's names: VVVVV_cCCC_N.jpg) carry
+    their vehicle id and camera: frames are green for the same vehicle, red otherwise, and each
+    caption has two lines (rank, camera, distance; the name)."""
+    sim = sorted((tiny_synth / "simulation" / "image_train").iterdir())
+    by_vehicle: dict[int, list[Path]] = {}
+    for p in sim:
+        by_vehicle.setdefault(int(p.name.split("_")[0]), []).append(p)
+    vehicles = [v for v, ps in sorted(by_vehicle.items()) if len(ps) >= 3][:4]
+    query, gallery = tmp_path / "q", tmp_path / "g"
+    query.mkdir()
+    gallery.mkdir()
+    for v in vehicles:
+        first, *rest = by_vehicle[v]
+        shutil.copy(first, query / first.name)
+        for p in rest[:2]:
+            shutil.copy(p, gallery / p.name)
+    cfg = _config("retrieval.rerank=false", "retrieval.top=4")
+    result = search_images(
+        checkpoints[:1], query, gallery, tmp_path / "out", config=cfg, progress=False
+    )
+    sheet = np.asarray(Image.open(result.out_dir / "ranklists.png").convert("RGB"))
+    tw, th, border, pad, gap, left = 128, 96, 4, 4, 18, 70
+    line = CAPTION_PX + 4
+    strip = 2 * line + 2
+    cell_w, cell_h = tw + 2 * border + pad, th + 2 * border + strip + pad
+    assert sheet.shape[0] == len(vehicles) * cell_h + pad
+    q_ids = [int(p.name.split("_")[0]) for p in result.queries]
+    g_ids = [int(p.name.split("_")[0]) for p in result.gallery]
+    for row, qi in enumerate(range(len(result.queries))):
+        y = pad + row * cell_h
+        for rank, gi in enumerate(result.ranking[qi].tolist()):
+            x = left + cell_w * (rank + 1) + gap
+            want = GREEN if g_ids[gi] == q_ids[qi] else RED
+            assert tuple(sheet[y + 1, x + 1]) == want
+            # the caption strip: two text lines (dark pixel rows in two runs)
+            box = sheet[y + th + 2 * border : y + th + 2 * border + strip, x : x + tw]
+            dark = (box.min(axis=2) < 100).any(axis=1)
+            runs = np.flatnonzero(np.diff(dark.astype(int)) == 1).size + int(dark[0])
+            assert runs == 2
