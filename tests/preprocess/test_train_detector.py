@@ -119,3 +119,19 @@ def test_train_detector_bad_arguments(tiny_synth, tmp_path):
         train_detector(tiny_synth / "real", tmp_path / "a.pt", detector="nope")
     with pytest.raises(DatasetError, match="no boxes of split"):
         train_detector(tiny_synth / "real", tmp_path / "a.pt", train_splits=["nope"])
+
+
+def test_training_shows_the_shared_progress_bar(tiny_synth, tmp_path, capsys):
+    """progress=True: the trainer's shared bar per epoch (steps done of the epoch's total) on
+    stderr, then the epoch's line; nothing on stdout."""
+    train_detector(
+        tiny_synth / "real", tmp_path / "det.pt", detector=ARCH, epochs=1, batch_size=2,
+        max_images=4, image_size=96, held_out_splits=(), device="cpu", progress=True,
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = " ".join(captured.err.split())
+    assert "detector epoch 1/1" in err
+    assert "detector epoch 1/1 ━" in err  # the bar: description, bar, done/total, loss
+    assert "2/2 loss" in err  # 4 images, batches of 2
+    assert "img/s" in err

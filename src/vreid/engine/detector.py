@@ -27,6 +27,7 @@ import torch
 
 from vreid.core.artefacts import atomic_path, refuse_overwrite
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError, VreidError
+from vreid.core.progress import progress_bar
 from vreid.data.images import open_image
 from vreid.engine.trainer import (
     EvalHook,
@@ -392,7 +393,9 @@ def train_detector(
         loaded = LoadedDetector(
             model, detector, VEHICLE_CATEGORIES, (1,), source="training", options=options
         )
-        iou = float(evaluate_boxes(loaded, held_out, batch_size=batch_size).mean())
+        iou = float(
+            evaluate_boxes(loaded, held_out, batch_size=batch_size, progress=progress).mean()
+        )
         eval_seconds[0] += time.perf_counter() - began
         return {"held_out_iou": iou}
 
@@ -510,18 +513,23 @@ def evaluate_boxes(
     batch_size: int = 8,
     margin: float = 0.0,
     min_score: float = 0.5,
+    progress: bool = False,
 ) -> torch.Tensor:
     """IoU of the box chosen for each image (margin added) with its true box → (N,) float.
 
     Images where nothing is found get the whole image as their box (what cropping would keep).
+    ``progress``: the shared progress bar (transient), one step per image.
     """
 
     ious = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        images = [load_image(it.path).mul_(255).round_().to(torch.uint8) for it in chunk]
-        selection = detect_crop_boxes(loaded, images, margin=margin, min_score=min_score)
-        boxes = selection.crop_boxes.float() if margin > 0 else selection.detection
-        truth = torch.tensor([it.box for it in chunk])
-        ious.append(box_iou(boxes, truth))
+    with progress_bar(disable=not progress, transient=True) as bar:
+        task = bar.add_task("held-out IoU", total=len(items), info="")
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            images = [load_image(it.path).mul_(255).round_().to(torch.uint8) for it in chunk]
+            selection = detect_crop_boxes(loaded, images, margin=margin, min_score=min_score)
+            boxes = selection.crop_boxes.float() if margin > 0 else selection.detection
+            truth = torch.tensor([it.box for it in chunk])
+            ious.append(box_iou(boxes, truth))
+            bar.advance(task, len(chunk))
     return torch.cat(ious) if ious else torch.zeros(0)
