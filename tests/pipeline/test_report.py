@@ -10,10 +10,16 @@ import pytest
 from PIL import Image
 from report_pages import parse_report
 
+from vreid.engine.attributes import no_better_than_majority
 from vreid.workflows.report import build_report
-from vreid.workflows.report.html import results_table_rows
-from vreid.workflows.report.plots import read_scalars
-from vreid.workflows.report.ranklist import average_precision_per_query, select_best_and_worst
+from vreid.workflows.report.html import cmc_curves, curve_label, results_table_rows, run_labels
+from vreid.workflows.report.plots import cmc_figure, read_scalars, training_figure
+from vreid.workflows.report.ranklist import (
+    CAPTION_PX,
+    TRACK_COLOURS,
+    average_precision_per_query,
+    select_best_and_worst,
+)
 
 
 def test_average_precision_matches_hand_computation():
@@ -145,3 +151,123 @@ def test_missing_metrics_is_a_clear_error(tmp_path: Path):
 
     with pytest.raises(VreidError, match=r"metrics\.json"):
         build_report(tmp_path)
+
+
+def test_cmc_legend_names_rows_like_the_table_and_sits_below_the_axes():
+    labels = {"ensemble": "Ensemble (GLAMOR + Counter GLAMOR, 1:1)", "glamor": "GLAMOR (ResNet-18)"}
+    assert curve_label("glamor", labels) == "GLAMOR (ResNet-18)"
+    assert curve_label("colour_histogram") == "Colour-histogram baseline (floor)"
+    assert curve_label("ensemble+rerank+metadata+tracks", labels) == (
+        "Ensemble (GLAMOR + Counter GLAMOR, 1:1) + re-ranking + metadata + track averaging"
+    )
+    cmc = [0.5, 0.6, 0.7, 0.8, 0.9]
+    names = [curve_label(k, labels) for k in ("glamor", "ensemble", "ensemble+rerank+metadata")]
+    fig = cmc_figure({name: {"cmc": cmc} for name in names}, max_rank=5)
+    fig.canvas.draw()
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [f"{n} (R1 50.0)" for n in names]
+    renderer = fig.canvas.get_renderer()
+    box, axes = legend.get_window_extent(renderer), fig.axes[0].get_tightbbox(renderer)
+    assert box.y1 <= axes.y0  # below the axes and their tick labels: covers no curve
+    assert box.x0 >= 0
+    assert box.x1 <= fig.bbox.x1
+
+
+def test_report_cmc_uses_run_labels(tmp_path: Path):
+    run = make_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["ensemble+rerank+metadata+tracks"] = dict(metrics["glamor"], cmc=[0.7] * 10)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "distances" / "rows.json").write_text(
+        json.dumps({"labels": {"glamor": "GLAMOR (ResNet-18 trunk)"}})
+    )
+    index = build_report(run)
+    assert (index.parent / "cmc.png").is_file()
+    # the results table and the legend share the run's labels
+    assert parse_report(index).tables[0][2][0] == "GLAMOR (ResNet-18 trunk)"
+    assert list(cmc_curves(metrics, run_labels(run))) == [
+        "Colour-histogram baseline (floor)",
+        "GLAMOR (ResNet-18 trunk)",
+        "Ensemble (pipeline.ensemble, retrieval.ensemble_weights) + re-ranking + metadata + "
+        "track averaging",
+    ]
+
+
+def _dark_runs(mask_rows: np.ndarray) -> list[int]:
+    """Lengths of the runs of True in a 1-D boolean array."""
+    runs, n = [], 0
+    for v in [*mask_rows.tolist(), False]:
+        if v:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def test_rank_list_captions_are_legible_at_the_displayed_size(tmp_path: Path):
+    index = build_report(make_run(tmp_path))
+    text = index.read_text(encoding="utf-8")
+    # shown at the picture's own size (scrolling sideways), not scaled down to the page
+    assert '<p class="wide"><img src="ranklist_best.png"' in text
+    assert ".wide img{max-width:none}" in text
+    sheet = np.asarray(Image.open(index.parent / "ranklist_best.png").convert("RGB"))
+    # the first gallery caption strip: the first run of the first track colour in the top row
+    strip = np.all(sheet == TRACK_COLOURS[0], axis=2)
+    ys, xs = np.nonzero(strip)
+    y0 = ys.min()
+    rows = ys[ys < y0 + 3 * CAPTION_PX]
+    x0 = xs[ys == y0].min()
+    x1 = x0 + _dark_runs(strip[y0, x0:])[0]  # the strip's width
+    box = sheet[y0 : rows.max() + 1, x0:x1]
+    glyph_rows = (box.min(axis=2) < 100).any(axis=1)
+    heights = _dark_runs(glyph_rows)
+    assert len(heights) == 1  # one caption line: rank, camera, track
+    assert heights[0] >= 11  # the digits' height in pixels of the page
+
+
+def test_training_curves_are_per_epoch_with_validation_map(tmp_path: Path):
+    history = [
+        {"epoch": e, "loss": 3.0 - e, "ce": 2.0 - e / 2, "triplet": 1.0 / e, "lr": 3.5e-4,
+         "images_per_s": 50.0, "iterations": 20, "mAP": m, "rank1": m + 0.1,
+         "eval_split": "validation"}
+        for e, m in ((1, 0.12), (2, 0.25), (3, 0.31))
+    ]  # fmt: skip
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    scalars = read_scalars(tmp_path)
+    assert scalars["validation mAP"] == [(1, 0.12), (2, 0.25), (3, 0.31)]
+    fig = training_figure({"glamor/finetune": scalars})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:2] == ["loss", "validation mAP"]
+    assert "iterations" not in titles
+    assert "images_per_s" not in titles
+    for ax in fig.axes:
+        if ax.get_title():
+            assert ax.get_xlabel() == "epoch"
+    panel = next(ax for ax in fig.axes if ax.get_title() == "validation mAP")
+    xs, ys = panel.lines[0].get_data()
+    assert list(xs) == [1, 2, 3]
+    assert list(ys) == [0.12, 0.25, 0.31]
+
+
+def test_attribute_heads_are_compared_with_the_majority_class(tmp_path: Path):
+    # the demo's type head: 47.4 % against a majority class of 46.4 % on 500 images
+    assert no_better_than_majority(0.474, 0.464, 500)
+    assert not no_better_than_majority(0.75, 0.30, 100)
+    assert no_better_than_majority(0.61, 0.60, 100_000)  # 1 point: below the 2-point floor
+    assert not no_better_than_majority(None, 0.5, 10)
+    run = make_run(tmp_path)
+    (run / "attributes" / "eval.json").write_text(
+        json.dumps(
+            {
+                "color": {"accuracy": 0.75, "majority_baseline": 0.30, "num_images": 100},
+                "type": {"accuracy": 0.474, "majority_baseline": 0.464, "num_images": 500},
+            }
+        )
+    )
+    index = build_report(run)
+    table = next(t for t in parse_report(index).tables if t[0][0] == "Head")
+    assert table[1] == ["color", "75.0", "30.0", "100", "better"]
+    assert table[2] == ["type", "47.4", "46.4", "500", "no better than the majority class"]
+    text = index.read_text(encoding="utf-8")
+    assert "<b>Warning:</b> type (47.4 % vs 46.4 %): no better than always guessing" in text

@@ -21,6 +21,7 @@ features is :func:`vreid.inference.attributes.extract_attribute_features`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -284,6 +285,19 @@ def classification_report(
         "support": {name: int(support[i]) for i, name in enumerate(classes)},
         "confusion": confusion.tolist(),
     }
+
+
+def no_better_than_majority(
+    accuracy: float | None, majority: float | None, images: int | None
+) -> bool:
+    """Whether a head's ``accuracy`` on ``images`` test images is no better than always answering
+    the majority class (accuracy ``majority``): not above it by two standard errors of that rate,
+    ``2·sqrt(m(1 − m)/n)``, nor by at least two percentage points. ``False`` when a number is
+    missing (nothing to compare)."""
+    if accuracy is None or majority is None or not images:
+        return False
+    margin = max(0.02, 2 * math.sqrt(majority * (1 - majority) / images))
+    return accuracy - majority < margin
 
 
 # ---------------------------------------------------------------------------------------------

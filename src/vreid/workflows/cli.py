@@ -700,7 +700,7 @@ def train_attributes_cmd(
 ) -> None:
     """Train the colour/type attribute model (re-id step, then softmax fine-tuning of both heads)
     on attributes.data_root (or data.sim_root); report held-out colour and type accuracy."""
-    from vreid.engine.attributes import train_attributes
+    from vreid.engine.attributes import no_better_than_majority, train_attributes
 
     cfg = _config(config, set_)
     result = train_attributes(cfg, out, progress=not quiet, resume=resume)
@@ -716,6 +716,13 @@ def train_attributes_cmd(
                 f"{100 * report['balanced_accuracy']:.1f}%) on {report['images']} images; "
                 f"majority class {100 * report['majority_baseline']:.1f}%, chance "
                 f"{100 * report['uniform_chance']:.1f}%"
+                + (
+                    " — no better than always guessing the majority class"
+                    if no_better_than_majority(
+                        report["accuracy"], report["majority_baseline"], report["images"]
+                    )
+                    else ""
+                )
             )
     if not result.heads_trained:
         typer.echo("no colour/type labels: only the re-id step was trained")

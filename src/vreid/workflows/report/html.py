@@ -30,6 +30,7 @@ import numpy as np
 from vreid.core.artefacts import read_json, read_npy, write_text_atomic
 from vreid.core.config import INFORMATIONAL_KEYS, flat_keys
 from vreid.core.errors import VreidError
+from vreid.engine.attributes import no_better_than_majority
 from vreid.workflows.report import plots, ranklist
 
 # Rows of the paper's Table 2, in order: (metrics.json key, label shown).
@@ -219,8 +220,30 @@ def run_labels(run_dir: Path) -> dict[str, str]:
     return dict(_read_json(f).get("labels", {})) if f.is_file() else {}
 
 
-def _cmc_section(metrics: dict[str, Any], out: Path) -> _Section:
-    path = plots.plot_cmc(metrics, out / "cmc.png", title="CMC (AIC protocol)")
+# What each step of a retrieval-chain row name adds (``ensemble+rerank+metadata+tracks``).
+_STEP_NAMES = {"rerank": "re-ranking", "metadata": "metadata", "tracks": "track averaging"}
+
+
+def curve_label(key: str, labels: dict[str, str] | None = None) -> str:
+    """A metrics row's name that stands on its own (a legend entry): the row label of the results
+    table (``labels`` of :func:`run_labels`, else :func:`row_label`), a chain row spelled out from
+    its base row, e.g. ``"Ensemble (GLAMOR + Counter GLAMOR, 1:1) + re-ranking + metadata"``."""
+    labels = labels or {}
+    if key in labels or "+" not in key:
+        return labels.get(key) or row_label(key)
+    base, *steps = key.split("+")
+    return " + ".join([curve_label(base, labels), *(_STEP_NAMES.get(s, s) for s in steps)])
+
+
+def cmc_curves(metrics: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The CMC figure's curves: ``{legend entry (:func:`curve_label`): metrics row}`` in the
+    results table's order."""
+    return {curve_label(key, labels): metrics[key] for key, _, _ in results_table_rows(metrics)}
+
+
+def _cmc_section(metrics: dict[str, Any], out: Path, labels: dict[str, str]) -> _Section:
+    curves = cmc_curves(metrics, labels)
+    path = plots.plot_cmc(curves, out / "cmc.png", title="CMC (AIC protocol)")
     return _Section("CMC curves", _img(path.name, "CMC curves"))
 
 
@@ -327,16 +350,34 @@ def _attribute_section(run_dir: Path, out: Path) -> _Section | None:
     data = _read_json(f)
     parts = []
     rows = []
+    weak = []
     for head, ev in data.items():
+        acc, majority, n = ev.get("accuracy"), ev.get("majority_baseline"), ev.get("num_images")
+        flat = no_better_than_majority(acc, majority, n)
+        if flat:
+            weak.append(f"{head} ({_pct(acc)} % vs {_pct(majority)} %)")
         rows.append(
             [
                 head,
-                _pct(ev.get("accuracy")),
-                _pct(ev.get("majority_baseline")),
-                str(ev.get("num_images", "")),
+                _pct(acc),
+                _pct(majority),
+                str(n if n is not None else ""),
+                "no better than the majority class" if flat else "better",
             ]
         )
-    parts.append(_table(["Head", "Accuracy (%)", "Majority class (%)", "Images"], rows))
+    headers = ["Head", "Accuracy (%)", "Majority class (%)", "Images", "vs always the majority"]
+    parts.append(_table(headers, rows, numeric_from=1))
+    parts.append(
+        '<p class="note">Majority class: the accuracy of always answering the most frequent class '
+        "of these test images. A head counts as no better when its accuracy is not above it by "
+        "at least two standard errors of that rate on this many images (and two points).</p>"
+    )
+    if weak:
+        parts.append(
+            f"<p><b>Warning:</b> {_esc(', '.join(weak))}: no better than always guessing the "
+            "majority class; its features carry little of that attribute, and the metadata "
+            "re-ranking's weight on it (retrieval.gamma_type / gamma_colour) adds little.</p>"
+        )
     if any("source" in ev for ev in data.values()):
         src = {str(ev.get("source")) for ev in data.values()}
         parts.append(f'<p class="note">Evaluated on: {_esc(", ".join(sorted(src)))}.</p>')
@@ -565,7 +606,7 @@ def build_report(run_dir: str | os.PathLike[str], *, num_rank_lists: int | None 
     out.mkdir(parents=True, exist_ok=True)
     sections: list[_Section | None] = [
         _results_section(metrics, run_labels(run_dir)),
-        _cmc_section(metrics, out),
+        _cmc_section(metrics, out, run_labels(run_dir)),
         _ranklist_section(run_dir, out, num_rank_lists),
         _training_section(run_dir, out),
         _attribute_section(run_dir, out),

@@ -1,4 +1,4 @@
-"""Matplotlib figures of the report: CMC curves, training curves, confusion matrices.
+"""Matplotlib figures of the report: CMC curves, training curves (per epoch), confusion matrices.
 
 Every function writes one PNG atomically and returns its path. Matplotlib runs on the ``Agg``
 backend (no display needed).
@@ -21,23 +21,22 @@ from vreid.core.figures import plot_confusion as plot_confusion
 from vreid.core.figures import pyplot
 
 
-def plot_cmc(
+def cmc_figure(
     results: Mapping[str, Mapping[str, Any]],
-    path: str | os.PathLike[str],
     *,
     max_rank: int = 50,
     title: str = "CMC",
-) -> Path:
-    """Plot the CMC curve of each result (``{label: evaluate-dict}``, using its ``cmc`` list).
-
-    ``cmc[i]`` is the fraction of queries with a true match within the top ``i + 1``.
-    """
+) -> Any:
+    """The CMC figure of :func:`plot_cmc` (a matplotlib ``Figure``): one curve per result, the
+    legend in one column below the axes (long row names never cover the curves)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for label, res in results.items():
-        cmc = np.asarray(res.get("cmc", []), dtype=float)[:max_rank]
-        if cmc.size == 0:
-            continue
+    curves = {
+        label: np.asarray(res.get("cmc", []), dtype=float)[:max_rank]
+        for label, res in results.items()
+    }
+    curves = {label: cmc for label, cmc in curves.items() if cmc.size}
+    fig, ax = plt.subplots(figsize=(7, 4.2 + 0.24 * len(curves)), dpi=100, layout="constrained")
+    for label, cmc in curves.items():
         ranks = np.arange(1, cmc.size + 1)
         ax.plot(ranks, 100 * cmc, label=f"{label} (R1 {100 * cmc[0]:.1f})", lw=1.6)
     ax.set_xlabel("rank")
@@ -46,17 +45,33 @@ def plot_cmc(
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    if curves:
+        fig.legend(loc="outside lower center", ncol=1, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_cmc(
+    results: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    max_rank: int = 50,
+    title: str = "CMC",
+) -> Path:
+    """Plot the CMC curve of each result (``{label: evaluate-dict}``, using its ``cmc`` list);
+    the labels are the legend's entries (below the axes).
+
+    ``cmc[i]`` is the fraction of queries with a true match within the top ``i + 1``.
+    """
+    return save_figure(cmc_figure(results, max_rank=max_rank, title=title), path)
 
 
 def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, float]]]:
     """Scalar series of a training run: ``{tag: [(step, value), …]}``, sorted by step.
 
     Reads ``history.json`` in ``log_dir`` or its parent when present (``{tag: [[step, value], …]}``
-    or a list of per-epoch dicts with an ``epoch`` key), else the TensorBoard event files under
-    ``log_dir``. Returns ``{}`` when neither exists.
+    or a list of per-epoch dicts with an ``epoch`` key: the step is the epoch, and an evaluation's
+    metrics are named by its split, ``validation mAP`` / ``test mAP``), else the TensorBoard event
+    files under ``log_dir``. Returns ``{}`` when neither exists.
     """
     log_dir = Path(log_dir)
     for candidate in (log_dir / "history.json", log_dir.parent / "history.json"):
@@ -78,15 +93,22 @@ def read_scalars(log_dir: str | os.PathLike[str]) -> dict[str, list[tuple[int, f
     return {tag: sorted(points.items()) for tag, points in series.items()}
 
 
+# Retrieval metrics of a training history's evaluation; named by the split they were computed on
+# (``eval_split``: "validation" with train.val_fraction > 0, else "test").
+_EVAL_METRICS = frozenset({"mAP", "rank1", "rank5", "rank10", "mINP"})
+
+
 def _history_json(path: Path) -> dict[str, list[tuple[int, float]]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, list[tuple[int, float]]] = {}
     if isinstance(data, list):
         for i, row in enumerate(data):
             step = int(row.get("epoch", i))
+            split = row.get("eval_split")
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, int | float):
-                    out.setdefault(key, []).append((step, float(value)))
+                    tag = f"{split} {key}" if split and key in _EVAL_METRICS else key
+                    out.setdefault(tag, []).append((step, float(value)))
     elif isinstance(data, dict):
         for key, points in data.items():
             if isinstance(points, list):
@@ -94,26 +116,37 @@ def _history_json(path: Path) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def plot_training_curves(
+# Per-epoch bookkeeping of a history, not a training curve.
+_NOT_CURVES = frozenset({"iterations", "images_per_s"})
+
+
+def _panel_order(tag: str) -> tuple[int, str]:
+    low = tag.lower()
+    if low == "loss":
+        return 0, tag
+    if "map" in low:
+        return 1, tag
+    return (2 if "loss" in low or low in ("ce", "triplet") else 3), tag
+
+
+def training_figure(
     runs: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
-    path: str | os.PathLike[str],
     *,
     max_panels: int = 6,
-) -> Path | None:
-    """One panel per scalar tag (loss, mAP, lr …); each run (``{label: scalars}``) a line.
-
-    Returns ``None`` (and writes nothing) when no run has any scalar.
-    """
+    xlabel: str = "epoch",
+) -> Any:
+    """The figure of :func:`plot_training_curves` (a matplotlib ``Figure``), or ``None`` when no
+    run has a curve: one panel per tag — the loss, the evaluation's mAP (``validation mAP`` when
+    the history has it), the loss parts, then the rest (rank-1, learning rate …) — without the
+    per-epoch bookkeeping (iterations, images/s); ``xlabel`` names the x axis."""
     tags: list[str] = []
     for scalars in runs.values():
         for tag in scalars:
-            if tag not in tags:
+            if tag not in tags and tag not in _NOT_CURVES:
                 tags.append(tag)
     if not tags:
         return None
-    # Losses first, then metrics, then the rest; at most ``max_panels``.
-    tags.sort(key=lambda t: (0 if "loss" in t.lower() else 1 if "map" in t.lower() else 2, t))
-    tags = tags[:max_panels]
+    tags = sorted(tags, key=_panel_order)[:max_panels]
     plt = pyplot()
     cols = min(3, len(tags))
     rows = (len(tags) + cols - 1) // cols
@@ -125,9 +158,10 @@ def plot_training_curves(
                 steps, values = zip(*points, strict=True)
                 ax.plot(steps, values, label=label, lw=1.4, marker="." if len(points) < 30 else "")
         ax.set_title(tag, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         if "lr" in tag.lower() and all(v > 0 for p in runs.values() for _, v in p.get(tag, [])):
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(tags) :]:
@@ -136,4 +170,16 @@ def plot_training_curves(
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_training_curves(
+    runs: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    path: str | os.PathLike[str],
+    *,
+    max_panels: int = 6,
+) -> Path | None:
+    """Write the training curves of ``runs`` (``{label: scalars}`` per epoch, each run a line;
+    see :func:`training_figure`). Returns ``None`` (and writes nothing) when there is no curve."""
+    fig = training_figure(runs, max_panels=max_panels)
+    return None if fig is None else save_figure(fig, path)
