@@ -59,9 +59,10 @@ def dataset_root(root: str | os.PathLike[str]) -> Path:
     ):
         log.warning(
             "%s: a `vreid synth` output folder; reading its real-camera dataset %s "
-            "(its simulation/ set is data.sim_root)",
+            "(its simulation set: data.sim_root=%s)",
             root,
             root / "real",
+            root / "simulation",
         )
         return root / "real"
     return root

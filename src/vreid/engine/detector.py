@@ -29,6 +29,7 @@ from vreid.core.artefacts import atomic_path, refuse_overwrite
 from vreid.core.errors import CheckpointError, ConfigError, DatasetError, VreidError
 from vreid.core.progress import progress_bar
 from vreid.data.images import open_image
+from vreid.data.loader import dataset_root
 from vreid.engine.trainer import (
     EvalHook,
     GeneratorState,
@@ -306,6 +307,7 @@ def train_detector(
     dev = training_device(device, setting="device", fixed_input_size=False)
     seed_rng(seed)  # initial weights (and the RPN's sampling) follow the seed
 
+    data_root = dataset_root(data_root)  # a `vreid synth` output: its real/ dataset
     train_items = read_true_boxes(data_root, train_splits)
     if max_images is not None:
         train_items = train_items[:max_images]

@@ -505,7 +505,11 @@ def train_cmd(
     if int(os.environ.get("RANK", "0")) == 0:
         best = f", best mAP {100 * result.best_map:.2f}%" if result.best_map is not None else ""
         epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
-        typer.echo(f"trained {epochs}{best}; checkpoints in {result.out_dir / 'checkpoints'}")
+        typer.echo(
+            f"trained {epochs}{best}; checkpoints in {result.out_dir / 'checkpoints'} "
+            f"({result.inference_checkpoint.name}: weights for inference, "
+            f"{result.last_checkpoint.name}: to resume)"
+        )
 
 
 @app.command("extract")

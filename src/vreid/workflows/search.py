@@ -96,12 +96,22 @@ def crop_warning(crops: dict[str, dict[str, int]] | None) -> str | None:
     )
 
 
-def model_label(checkpoint: str | os.PathLike[str], arch: dict[str, Any]) -> str:
-    """How a search names a model: its run folder (the folder above ``checkpoints/``, else the
-    checkpoint's folder) and architecture, e.g. ``"demo (glamor)"``."""
+def _run_folder(checkpoint: str | os.PathLike[str]) -> str:
     path = Path(checkpoint).resolve()
     folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return f"{folder.name or path.stem} ({arch.get('name', '?')})"
+    return folder.name or path.stem
+
+
+def model_label(
+    checkpoint: str | os.PathLike[str], arch: dict[str, Any], *, with_file: bool = False
+) -> str:
+    """How a search names a model: its run folder (the folder above ``checkpoints/``, else the
+    checkpoint's folder) and architecture, e.g. ``"demo (glamor)"``; ``with_file`` adds the file
+    name (``"demo/model.pt (glamor)"``), for checkpoints of the same run."""
+    where = _run_folder(checkpoint)
+    if with_file:
+        where += f"/{Path(checkpoint).name}"
+    return f"{where} ({arch.get('name', '?')})"
 
 
 def _images_of(source: Path, what: str) -> tuple[Path, list[Path]]:
@@ -210,6 +220,8 @@ def search_images(
 
         features = {}
         models = []
+        folders = [_run_folder(c) for c in checkpoints]
+        same_run = len(set(folders)) < len(folders)
         for name, ckpt in zip(names, checkpoints, strict=True):
             extract = Extractor(
                 ckpt,
@@ -219,7 +231,7 @@ def search_images(
                 num_workers=cfg.train.num_workers,
                 progress=progress,
             )
-            label = model_label(ckpt, extract.arch)
+            label = model_label(ckpt, extract.arch, with_file=same_run)
             models.append(
                 {"label": label, "checkpoint": str(ckpt), "trained_on": extract.trained_on}
             )
