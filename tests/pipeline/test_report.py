@@ -256,6 +256,11 @@ def test_attribute_heads_are_compared_with_the_majority_class(tmp_path: Path):
     assert not no_better_than_majority(0.75, 0.30, 100)
     assert no_better_than_majority(0.61, 0.60, 100_000)  # 1 point: below the 2-point floor
     assert not no_better_than_majority(None, 0.5, 10)
+    # an eval.json without the majority class: nothing to compare, nothing claimed
+    (tmp_path / "plain").mkdir()
+    plain = build_report(make_run(tmp_path / "plain"))
+    table = next(t for t in parse_report(plain).tables if t[0][0] == "Head")
+    assert table[1] == ["color", "75.0", "–", "4", "–"]
     run = make_run(tmp_path)
     (run / "attributes" / "eval.json").write_text(
         json.dumps(

@@ -362,7 +362,11 @@ def _attribute_section(run_dir: Path, out: Path) -> _Section | None:
                 _pct(acc),
                 _pct(majority),
                 str(n if n is not None else ""),
-                "no better than the majority class" if flat else "better",
+                "–"
+                if acc is None or majority is None
+                else "no better than the majority class"
+                if flat
+                else "better",
             ]
         )
     headers = ["Head", "Accuracy (%)", "Majority class (%)", "Images", "vs always the majority"]
