@@ -396,7 +396,7 @@ def train_model(ctx: PipelineContext, model: str) -> list[Path]:
             progress=ctx.progress,
         )
         init_from = result.last_checkpoint
-        outputs.append(result.last_checkpoint)
+        outputs += [result.last_checkpoint, result.inference_checkpoint]
     return outputs
 
 
