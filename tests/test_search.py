@@ -203,6 +203,7 @@ def test_a_failed_search_leaves_nothing_behind(checkpoints, folders, tmp_path, v
     assert not (tmp_path / "run-2").exists()
 
 
+@pytest.mark.slow
 def test_crop_that_finds_nothing_is_counted_and_warned(
     checkpoints, folders, random_detector, tmp_path, vreid_cli
 ):
@@ -233,14 +234,16 @@ def test_crop_that_finds_nothing_is_counted_and_warned(
     assert settings["crop_counts"]["gallery"] == {"images": n_g, "cropped": 0, "whole": n_g}
 
     # a low threshold crops every image: counts, no warning
-    out = tmp_path / "all"
-    proc = vreid_cli(
-        "search", checkpoints[0], "-q", query, "-g", gallery, "-o", out, *common,
-        "--min-score", "0.01", "--set", "runtime.device=cpu",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert f"cropped: query {n_q} of {n_q} (kept whole 0)" in proc.stdout
-    assert "warning" not in proc.stderr
+    cfg = _config("retrieval.rerank=false", "crop.enabled=true", "crop.min_score=0.01")
+    cfg.crop.weights = random_detector
+    result = search_images(
+        checkpoints[:1], query, gallery, tmp_path / "all", config=cfg, progress=False
+    )
+    assert result.crops == {
+        "query": {"images": n_q, "cropped": n_q, "whole": 0},
+        "gallery": {"images": n_g, "cropped": n_g, "whole": 0},
+    }
+    assert crop_warning(result.crops) is None
 
 
 def test_crop_warning_needs_more_than_half_kept_whole():

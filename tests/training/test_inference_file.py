@@ -4,6 +4,7 @@ checkpoint says about the data its model was trained on."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from vreid.core.config import load_config
@@ -34,6 +35,7 @@ def test_inference_file_is_small_and_gives_identical_features(trained_run, synth
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_export_and_index_take_the_inference_file(trained_run, synth_real, tmp_path):
     small = trained_run.inference_checkpoint
     exported = export_onnx(small, tmp_path / "model.onnx")
