@@ -344,6 +344,10 @@ class AttributeConfig(Section):
     """Step 2 batch size (images, shuffled)."""
     finetune_backbone: bool = True
     """Step 2 also updates the backbone (False: only the two heads learn)."""
+    class_balance: bool = False
+    """Weight each head's cross-entropy by the inverse frequency of its classes among the training
+    images (a rare type counts as much as the majority one); ``false`` (default): the paper's
+    plain softmax."""
     augment: Literal["reid", "light"] = "reid"
     """Step 2 augmentation: ``reid`` = the re-id training's (paper: crop, flip, colour jitter, PCA
     colour noise, random erasing); ``light`` = crop and flip only (no colour changes, no erasing)."""
