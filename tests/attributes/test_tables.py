@@ -20,6 +20,7 @@ from vreid.data.attributes import (
     attribute_targets,
     veri_to_aic,
 )
+from vreid.engine.attributes import _head_loss, balanced_class_weights
 
 
 def _rec(name: str, color: int | None, type_: int | None) -> ImageRecord:
@@ -98,3 +99,21 @@ def test_empty_records_give_empty_targets():
     t = attribute_targets([])
     assert t["color"].shape == (0,)
     assert t["type"].dtype == np.int64
+
+
+def test_balanced_class_weights_equalise_classes_and_keep_the_mean_weight():
+    target = np.array([0, 0, 0, 1, IGNORE_INDEX, 0, 1, 3])  # class 2 absent
+    w = balanced_class_weights(target, 4)
+    known = target[target != IGNORE_INDEX]
+    # each present class carries the same total weight; the images' mean weight is 1
+    totals = [w[c] * np.sum(known == c) for c in (0, 1, 3)]
+    np.testing.assert_allclose(totals, [7 / 3] * 3, rtol=1e-6)
+    assert w[2] == 0
+    np.testing.assert_allclose(w[known].mean(), 1.0, rtol=1e-6)
+    # the weighted loss the attribute step computes: a majority-only predictor now pays for the
+    # rare classes as much as it gains on the majority one
+    logits = torch.zeros(len(known), 4)
+    logits[:, 0] = 5.0  # always "class 0"
+    plain = _head_loss(logits, torch.from_numpy(known))
+    balanced = _head_loss(logits, torch.from_numpy(known), torch.from_numpy(w))
+    assert float(balanced) > 1.4 * float(plain)

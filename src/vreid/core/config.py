@@ -150,9 +150,12 @@ class DetectorConfig(Section):
 class ModelConfig(Section):
     name: str = "glamor"
     """Model name in the registry: glamor, counter_glamor, resnet50, resnext101_32x8d."""
-    backbone: str | None = None
+    backbone: str | dict[str, str | None] | None = None
     """Trunk: ``None`` = the model's own (resnet50 for GLAMOR, as the paper; the named network for
-    a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work."""
+    a baseline), or another torchvision ResNet (resnet18, resnet34) for CPU work. A mapping
+    ``{model name: trunk}`` gives each model of ``pipeline.models`` its own (the ``paper-bench``
+    preset: GLAMOR and the plain baseline on resnet18, a ResNeXt baseline on its own trunk);
+    models it does not list keep their own trunk."""
     pretrained: str | dict[str, str | None] | None = None
     """Trunk weights. ``null`` (default): random initialisation, as the paper trains GLAMOR.
     ``imagenet``: torchvision's ImageNet weights of the trunk (``<Arch>_Weights.IMAGENET1K_V1``;
@@ -178,6 +181,15 @@ class ModelConfig(Section):
         values = value.values() if isinstance(value, dict) else [value]
         if any(isinstance(v, str) and v.strip().lower() == "auto" for v in values):
             raise ValueError(_AUTO_REFUSED)
+        return value
+
+    def backbone_for(self, name: str | None = None) -> str | None:
+        """The trunk of model ``name`` (default: ``self.name``): the mapping's entry for it
+        (``None``, the model's own trunk, when not listed), or the single value every model
+        shares."""
+        value = self.backbone
+        if isinstance(value, dict):
+            value = value.get(name if name is not None else self.name)
         return value
 
     def pretrained_for(self, name: str | None = None) -> str | None:
@@ -332,6 +344,10 @@ class AttributeConfig(Section):
     """Step 2 batch size (images, shuffled)."""
     finetune_backbone: bool = True
     """Step 2 also updates the backbone (False: only the two heads learn)."""
+    class_balance: bool = False
+    """Weight each head's cross-entropy by the inverse frequency of its classes among the training
+    images (a rare type counts as much as the majority one); ``false`` (default): the paper's
+    plain softmax."""
     augment: Literal["reid", "light"] = "reid"
     """Step 2 augmentation: ``reid`` = the re-id training's (paper: crop, flip, colour jitter, PCA
     colour noise, random erasing); ``light`` = crop and flip only (no colour changes, no erasing)."""

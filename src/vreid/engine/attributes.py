@@ -90,12 +90,27 @@ class AttributeTrainResult:
 # step 2: softmax-only fine-tuning of the colour and type heads
 
 
-def _head_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the non-ignored targets; 0 (with a graph) when all are ignored."""
+def _head_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy over the non-ignored targets (``weight``: (C,) per-class weights, a weighted
+    mean); 0 (with a graph) when all are ignored."""
     kept = target != IGNORE_INDEX
     if not bool(kept.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[kept], target[kept])
+    return F.cross_entropy(logits[kept], target[kept], weight=weight)
+
+
+def balanced_class_weights(target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class weights (C,) float32 inversely proportional to each class's number of labelled
+    images (``attributes.class_balance``), scaled so that the labelled images' mean weight is 1;
+    absent classes get 0 (they never occur as a target)."""
+    known = target[target != IGNORE_INDEX]
+    counts = np.bincount(known, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes, dtype=np.float64)
+    weights[present] = len(known) / (present.sum() * counts[present])
+    return weights.astype(np.float32)
 
 
 class AttributeStep(TrainStep):
@@ -111,9 +126,16 @@ class AttributeStep(TrainStep):
     advice = "lower attributes.lr or switch train.amp off"
     epochs_key = "attributes.epochs"
 
-    def __init__(self, targets: dict[str, torch.Tensor], *, finetune_backbone: bool) -> None:
+    def __init__(
+        self,
+        targets: dict[str, torch.Tensor],
+        *,
+        finetune_backbone: bool,
+        class_weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         self.targets = targets
         self.finetune_backbone = finetune_backbone
+        self.class_weights = class_weights or {}
 
     def train_mode(self, model: nn.Module) -> None:
         model.train()
@@ -134,8 +156,9 @@ class AttributeStep(TrainStep):
     def loss(
         self, output: Any, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        lc = _head_loss(output.color_logits.float(), batch[1])
-        lt = _head_loss(output.type_logits.float(), batch[2])
+        w = {k: v.to(output.color_logits.device) for k, v in self.class_weights.items()}
+        lc = _head_loss(output.color_logits.float(), batch[1], w.get("color"))
+        lt = _head_loss(output.type_logits.float(), batch[2], w.get("type"))
         return lc + lt, {"color": lc, "type": lt}
 
 
@@ -155,7 +178,7 @@ def finetune_heads(
     ``targets``: ``{"color": (N,), "type": (N,)}`` class indices, :data:`IGNORE_INDEX` where an
     image is left out of that head's loss (images with neither label are skipped). Keys used:
     ``attributes.{epochs, lr, step_size, gamma, optimizer, weight_decay, batch_size,
-    finetune_backbone, image_size, augment, seed}``, ``train.{num_workers, amp}``,
+    finetune_backbone, class_balance, image_size, augment, seed}``, ``train.{num_workers, amp}``,
     ``runtime.device``. Torch's RNG is seeded with ``attributes.seed`` as training starts.
 
     ``run_dir``: where the trainer keeps ``checkpoints/last.pt``, ``history.json`` and
@@ -207,8 +230,22 @@ def finetune_heads(
         opt = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     arch = attribute_arch(model)
+    class_weights = (
+        {
+            head: torch.from_numpy(
+                balanced_class_weights(
+                    target_t[head].numpy(), getattr(model, f"{head}_head").classifier.out_features
+                )
+            )
+            for head in ("color", "type")
+        }
+        if cfg.class_balance
+        else None
+    )
     trainer = Trainer(
-        AttributeStep(target_t, finetune_backbone=cfg.finetune_backbone),
+        AttributeStep(
+            target_t, finetune_backbone=cfg.finetune_backbone, class_weights=class_weights
+        ),
         model,
         opt,
         sched,

@@ -64,6 +64,7 @@ def arch_from_config(model_config: Any, num_classes: int) -> dict[str, Any]:
     options = {
         k: v for k, v in model_config.model_dump(mode="json").items() if k not in _NOT_ARCH_KEYS
     }
+    options["backbone"] = model_config.backbone_for(model_config.name)
     return {"name": model_config.name, "num_classes": int(num_classes), **options}
 
 

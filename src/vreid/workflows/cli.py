@@ -865,7 +865,7 @@ def _print_results(metrics: dict | None, run_dir: Path) -> None:
 @app.command("pipeline")
 def pipeline_cmd(
     config: Annotated[
-        str, typer.Argument(help="YAML config file or preset name (demo, tiny, aic20, veri776).")
+        str, typer.Argument(help="YAML config file or built-in preset name (vreid config list).")
     ],
     from_stage: Annotated[
         str | None,

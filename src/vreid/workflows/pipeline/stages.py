@@ -503,7 +503,7 @@ _NAMES = {
 def model_label(name: str, config: Config) -> str:
     """What was built, in words: ``GLAMOR (ResNet-18 trunk)``, ``ResNet-18 (plain trunk, same
     head as GLAMOR)`` — a baseline row is labelled by the trunk it really has."""
-    trunk = config.model.backbone
+    trunk = config.model.backbone_for(name)
     pretty = _NAMES.get(name, name)
     if name in ("glamor", "counter_glamor"):
         return f"{pretty} ({_NAMES.get(trunk or 'resnet50', trunk)} trunk)"
