@@ -16,6 +16,7 @@ from vreid.inference.extract import Extractor
 from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.index_store import MANIFEST, GalleryIndex
 from vreid.retrieval.online import exact_neighbours
+from vreid.retrieval.online import timings as online_timings
 from vreid.workflows.index import Searcher, add_to_index, build_index, compute_neighbours
 
 
@@ -181,3 +182,92 @@ def test_cli_build_add_query(random_checkpoints, image_folders, tmp_path, vreid_
     r = vreid_cli("query", str(tmp_path / "nothing"), str(image_folders["query"]))
     assert r.returncode == 2
     assert "manifest.json" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def built_with_attributes(
+    random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path_factory
+) -> Path:
+    out = tmp_path_factory.mktemp("index_attr") / "ix"
+    build_index(
+        image_folders["gallery"],
+        out,
+        random_checkpoints,
+        config=_cfg(),
+        attribute_checkpoint=random_attribute_checkpoint,
+        progress=False,
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (),  # the γ's the metadata lists were built with: online
+        ("retrieval.k1=6", "retrieval.k2=2", "retrieval.lambda_value=0.5"),  # online
+        ("retrieval.gamma_type=0.4",),  # other γ's: the chain's full re-ranking
+    ],
+)
+def test_query_with_attribute_metadata_equals_the_chain(
+    built_with_attributes, image_folders, settings
+):
+    cfg = _cfg(*settings)
+    searcher = Searcher(built_with_attributes, config=cfg)
+    assert searcher.index.metadata_weights == {"type": 0.2, "color": 0.1}
+    queries = sorted(image_folders["query"].iterdir())
+    feats, attrs = searcher.features_of(queries)
+    online_timings.clear()
+    online, row = searcher.distances(feats, attrs)
+    # the online path ran where the lists fit the γ's (it records its phases), and only there
+    assert bool(online_timings) == (settings != ("retrieval.gamma_type=0.4",))
+    assert row == "ensemble+rerank+metadata"
+    ix = GalleryIndex(built_with_attributes)
+    gallery = {m: np.array(ix.features(m)) for m in feats}
+    gallery_attrs = {h: np.array(ix.attributes(h)) for h in ("type", "color")}
+    for i in range(len(queries)):
+        chain = RetrievalChain(
+            cfg.retrieval,
+            {m: (feats[m][i : i + 1], gallery[m]) for m in feats},
+            attributes={h: (attrs[h][i : i + 1], a) for h, a in gallery_attrs.items()},
+            device="cpu",
+        )
+        ref = chain.final_distances()[0]
+        np.testing.assert_allclose(online[i], ref, atol=1e-5)
+        assert (np.argsort(online[i], kind="stable") == np.argsort(ref, kind="stable")).all()
+
+
+def test_add_with_attributes_equals_building_everything(
+    built_with_attributes, random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path
+):
+    grown = tmp_path / "grown"
+    shutil.copytree(built_with_attributes, grown)
+    add_to_index(grown, image_folders["more"], config=_cfg(), progress=False)
+    both = tmp_path / "both"
+    both.mkdir()
+    for sub in ("gallery", "more"):
+        for p in image_folders[sub].iterdir():
+            shutil.copy(p, both / p.name)
+    ref = tmp_path / "ref"
+    build_index(
+        both,
+        ref,
+        random_checkpoints,
+        config=_cfg(),
+        attribute_checkpoint=random_attribute_checkpoint,
+        progress=False,
+    )
+    a, b = GalleryIndex(grown), GalleryIndex(ref)
+    assert a.metadata_weights == b.metadata_weights == {"type": 0.2, "color": 0.1}
+    order = np.argsort([Path(p).name for p in a.items().paths])
+    inverse = np.argsort(order)  # old id → id in the fresh build
+    for model in ("model0", "model1"):
+        ia, da, ra, ma = a.metadata_neighbours(model)
+        ib, db, rb, mb = b.metadata_neighbours(model)
+        # float32 rounding of |x|² + |y|² − 2x·y over blocks of another shape: ~2e-5 relative
+        np.testing.assert_allclose(da[order], db, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ra[order], rb, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ma[:, order], mb, rtol=1e-4, atol=1e-5)
+        assert (inverse[ia[order]] == ib).mean() > 0.99  # the same lists (up to float ties)
+        # some old rows had a component maximum raised by the new items (recomputed rows)
+        before = GalleryIndex(built_with_attributes).metadata_neighbours(model)[3]
+        assert (ma[:, : before.shape[1]] > before).any(0).sum() > 0

@@ -34,6 +34,7 @@ from vreid.data.loader import load_from_config
 from vreid.data.records import ImageRecord
 from vreid.inference.attributes import attribute_features
 from vreid.inference.extract import Extractor
+from vreid.retrieval.chain import ATTRIBUTE_HEADS as WEIGHTED_HEADS
 from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.index_store import (
     ATTRIBUTE_HEADS,
@@ -46,7 +47,12 @@ from vreid.retrieval.index_store import (
     shard_name,
     write_manifest,
 )
-from vreid.retrieval.online import DEFAULT_K, exact_neighbours, merge_neighbours
+from vreid.retrieval.online import (
+    DEFAULT_K,
+    combined_neighbours,
+    exact_neighbours,
+    merge_neighbours,
+)
 from vreid.retrieval.submission import top_indices
 from vreid.workflows.search import _cropped
 
@@ -143,6 +149,110 @@ def compute_neighbours(
     ]
     info["recall@100"] = float(np.sum(hits) / (kk * len(sample)))
     return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
+
+
+def _weighted_heads(config: Config, attributes: bool) -> dict[str, float]:
+    """{head: γ} of the attribute heads the retrieval settings weight, in the chain's order
+    ({} without attribute features): the heads of the metadata neighbour lists."""
+    if not attributes:
+        return {}
+    weights = {h: float(getattr(config.retrieval, key)) for h, key in WEIGHTED_HEADS}
+    return {h: w for h, w in weights.items() if w > 0}
+
+
+def metadata_lists(
+    feats: np.ndarray,
+    attrs: dict[str, np.ndarray],
+    heads: dict[str, float],
+    k: int,
+    *,
+    device: str = "cpu",
+    others: np.ndarray | None = None,
+    other_attrs: dict[str, np.ndarray] | None = None,
+    maxima: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The lists of the combined distance d' = N(d) + Σ γ·N(d_head) (always exact):
+    ``{"meta.indices" (n, k) int32, "meta.dists" (n, k) d', "meta.rowmax" (n,),
+    "meta.maxima" (1 + H, n) component maxima}`` of ``feats`` (n, D) / ``attrs`` {head: (n, E)}
+    among ``others`` / ``other_attrs`` (default: themselves); ``maxima``: see
+    :func:`~vreid.retrieval.online.combined_neighbours`."""
+    meta = [
+        (attrs[h], None if other_attrs is None else other_attrs[h], w) for h, w in heads.items()
+    ]
+    idx, d, rowmax, comp = combined_neighbours(
+        feats, k, others=others, metadata=meta, maxima=maxima, device=device
+    )
+    return {
+        "meta.indices": idx.cpu().numpy().astype(np.int32),
+        "meta.dists": d.cpu().numpy(),
+        "meta.rowmax": rowmax.cpu().numpy(),
+        "meta.maxima": comp.cpu().numpy(),
+    }
+
+
+def _add_metadata_lists(
+    gallery: GalleryIndex,
+    model: str,
+    old_feats: np.ndarray,
+    new_feats: np.ndarray,
+    new_attrs: dict[str, np.ndarray],
+    k: int,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """The metadata lists after appending items: old rows merge the new items in, except the
+    rows whose component maxima the new items raise (the order of their whole d' row changes):
+    those are recomputed against everything, like the new rows."""
+    heads = gallery.metadata_weights
+    old_n = len(old_feats)
+    old_attrs = {h: np.asarray(gallery.attributes(h), dtype=np.float32) for h in heads}
+    all_attrs = {h: np.concatenate([old_attrs[h], new_attrs[h]]) for h in heads}
+    everything = np.concatenate([old_feats, new_feats])
+    idx, d, rowmax, maxima = gallery.metadata_neighbours(model)
+    near = metadata_lists(
+        old_feats,
+        old_attrs,
+        heads,
+        k,
+        device=device,
+        others=new_feats,
+        other_attrs=new_attrs,
+        maxima=maxima,
+    )
+    mi, md = merge_neighbours(
+        torch.from_numpy(idx.astype(np.int64)),
+        torch.from_numpy(np.asarray(d)),
+        torch.from_numpy(near["meta.indices"].astype(np.int64)) + old_n,
+        torch.from_numpy(near["meta.dists"]),
+        k,
+    )
+    out = {
+        "meta.indices": mi.numpy().astype(np.int32),
+        "meta.dists": md.numpy(),
+        "meta.rowmax": np.maximum(rowmax, near["meta.rowmax"]),
+        "meta.maxima": near["meta.maxima"],
+    }
+    stale = np.nonzero((near["meta.maxima"] != maxima).any(0))[0]
+    if len(stale):
+        redo = metadata_lists(
+            old_feats[stale],
+            {h: a[stale] for h, a in old_attrs.items()},
+            heads,
+            k,
+            device=device,
+            others=everything,
+            other_attrs=all_attrs,
+        )
+        out["meta.indices"][stale] = redo["meta.indices"]
+        out["meta.dists"][stale] = redo["meta.dists"]
+        out["meta.rowmax"][stale] = redo["meta.rowmax"]
+        out["meta.maxima"][:, stale] = redo["meta.maxima"]
+    new = metadata_lists(
+        new_feats, new_attrs, heads, k, device=device, others=everything, other_attrs=all_attrs
+    )
+    return {
+        key: np.concatenate([out[key], new[key]], axis=1 if key == "meta.maxima" else 0)
+        for key in out
+    }
 
 
 # ---- building and adding
@@ -249,13 +359,15 @@ def _write_shard(
 
 
 def _write_neighbours(
-    root: Path, gen: int, lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    root: Path, gen: int, lists: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, Any]:
+    """Every model's arrays (``indices``, ``dists``, ``rowmax``, and ``meta.*`` with metadata) as
+    ``<model>.<key>.npy`` in a new generation folder; returns the manifest's ``neighbours``."""
     folder = root / "neighbours" / generation_name(gen)
     files: dict[str, dict[str, str]] = {}
-    for model, (idx, d, rowmax) in lists.items():
+    for model, arrays in lists.items():
         files[model] = {}
-        for key, arr in (("indices", idx), ("dists", d), ("rowmax", rowmax)):
+        for key, arr in arrays.items():
             path = folder / f"{model}.{key}.npy"
             write_npy_atomic(path, arr)
             files[model][key] = str(path.relative_to(root))
@@ -321,16 +433,27 @@ def build_index(
             device,
             progress,
         )
-        lists, info = {}, {}
+        heads = _weighted_heads(cfg, attr is not None)
+        attrs = {h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32) for h in heads}
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
         for m in models:
             feats = np.load(root / shard["files"][f"model:{m['name']}"])
             m["dim"] = int(feats.shape[1])
             idx, d, rowmax, info[m["name"]] = compute_neighbours(
                 feats, neighbours, backend=backend, device=device
             )
-            lists[m["name"]] = (idx, d, rowmax)
+            lists[m["name"]] = {"indices": idx, "dists": d, "rowmax": rowmax}
+            if heads:
+                lists[m["name"]].update(
+                    metadata_lists(
+                        feats.astype(np.float32), attrs, heads, neighbours, device=device
+                    )
+                )
         nb = _write_neighbours(root, 1, lists)
-        nb.update({"k": int(lists[models[0]["name"]][0].shape[1]), "generation": 1, "info": info})
+        nb.update({"k": int(idx.shape[1]), "generation": 1, "info": info})
+        if heads:
+            nb["metadata"] = {"heads": list(heads), "weights": list(heads.values())}
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -400,7 +523,8 @@ def add_to_index(
         k = min(int(settings["neighbours_k"]), old_n + len(records))
         backend = settings["backend"]
         gallery = GalleryIndex(root)
-        lists, info = {}, {}
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
         for m in manifest["models"]:
             name = m["name"]
             old_feats = np.asarray(gallery.features(name), dtype=np.float32)
@@ -421,14 +545,24 @@ def add_to_index(
             ai, ad, amax, info[name] = compute_neighbours(
                 new_feats, k, backend=backend, device=device, others=everything
             )
-            lists[name] = (
-                np.concatenate([mi.numpy().astype(np.int32), ai]),
-                np.concatenate([md.numpy(), ad]),
-                np.concatenate([old_rowmax, amax]).astype(np.float32),
-            )
+            lists[name] = {
+                "indices": np.concatenate([mi.numpy().astype(np.int32), ai]),
+                "dists": np.concatenate([md.numpy(), ad]),
+                "rowmax": np.concatenate([old_rowmax, amax]).astype(np.float32),
+            }
+            if gallery.metadata_weights:
+                new_attrs = {
+                    h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32)
+                    for h in gallery.metadata_weights
+                }
+                lists[name].update(
+                    _add_metadata_lists(gallery, name, old_feats, new_feats, new_attrs, k, device)
+                )
         gen = int(manifest["neighbours"]["generation"]) + 1
         nb = _write_neighbours(root, gen, lists)
         nb.update({"k": k, "generation": gen, "info": info})
+        if "metadata" in manifest["neighbours"]:
+            nb["metadata"] = manifest["neighbours"]["metadata"]
         manifest["shards"].append(shard)
         manifest["count"] = old_n + len(records)
         manifest["neighbours"] = nb
@@ -474,7 +608,7 @@ class Searcher:
             m: np.array(self.index.features(m), dtype=np.float32) for m in self.index.models
         }
         self._attr = (
-            {h: np.asarray(self.index.attributes(h)) for h in ATTRIBUTE_HEADS}
+            {h: np.array(self.index.attributes(h), dtype=np.float32) for h in ATTRIBUTE_HEADS}
             if self.index.has_attributes
             else None
         )
@@ -532,7 +666,7 @@ class Searcher:
         rc = self.config.retrieval
         rerankers = {}
         if self.online and rc.rerank:
-            rerankers = {m: self.index.graph(m, self._gallery[m]).rerank for m in feats}
+            rerankers = {m: self._reranker(m) for m in feats}
         num = len(next(iter(feats.values())))
         out = np.empty((num, self.index.count), dtype=np.float32)
         row = ""
@@ -551,6 +685,26 @@ class Searcher:
             out[i] = chain.final_distances()[0]
             row = chain.final
         return out, row
+
+    def _reranker(self, model: str) -> Any:
+        """The chain's online re-ranking of ``model``: the plain lists without metadata, the
+        metadata lists when the chain's heads and γ's are the ones they were built with; None
+        otherwise (the chain then runs the full ``rerank``: the lists of other γ's would be a
+        new O(N²) pass, i.e. a new build)."""
+
+        def rerank_online(
+            q: np.ndarray, *, k1: int, k2: int, lambda_value: float, metadata: dict[str, Any]
+        ) -> np.ndarray | None:
+            kw = {"k1": k1, "k2": k2, "lambda_value": lambda_value}
+            if not metadata:
+                return self.index.graph(model, self._gallery[model]).rerank(q, **kw)
+            if {h: w for h, (_, _, w) in metadata.items()} != self.index.metadata_weights:
+                return None
+            graph = self.index.graph(model, self._gallery[model], metadata=True)
+            heads = self.index.metadata_weights
+            return graph.rerank(q, metadata=[metadata[h][0] for h in heads], **kw)
+
+        return rerank_online
 
     def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
         top = top or self.config.retrieval.top
