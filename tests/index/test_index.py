@@ -271,3 +271,37 @@ def test_add_with_attributes_equals_building_everything(
         # some old rows had a component maximum raised by the new items (recomputed rows)
         before = GalleryIndex(built_with_attributes).metadata_neighbours(model)[3]
         assert (ma[:, : before.shape[1]] > before).any(0).sum() > 0
+
+
+def test_faiss_index_queries_through_a_top_l_search(random_checkpoints, image_folders, tmp_path):
+    pytest.importorskip("faiss")
+    out = tmp_path / "fx"
+    build_index(
+        image_folders["gallery"],
+        out,
+        random_checkpoints[:1],
+        config=_cfg(),
+        backend="faiss",
+        progress=False,
+    )
+    files = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
+    assert (out / files["hnsw"]).is_file()
+    queries = sorted(image_folders["query"].iterdir())
+    full = Searcher(out, config=_cfg(), candidates=0)
+    assert full.candidates == 0
+    feats, _ = full.features_of(queries)
+    ref, _ = full.distances(feats)
+    top_l = Searcher(out, config=_cfg())
+    assert top_l.candidates == 1000  # the default: more than the gallery, every item found
+    online_timings.clear()
+    got, _ = top_l.distances(feats)
+    assert online_timings  # the online path ran
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    few, _ = Searcher(out, config=_cfg(), candidates=5).distances(feats)
+    assert few.shape == ref.shape
+    for a, e in zip(few, ref, strict=True):  # the 5 candidates lead the ranking
+        assert np.argsort(a, kind="stable")[0] == np.argsort(e, kind="stable")[0]
+    add_to_index(out, image_folders["more"], config=_cfg(), progress=False)
+    grown = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
+    assert grown["hnsw"].startswith("neighbours/gen-00002/")
+    assert Searcher(out, config=_cfg()).distances(feats)[0].shape[1] == GalleryIndex(out).count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from vreid.retrieval.online import NeighbourGraph, exact_neighbours
 from vreid.retrieval.reranking import rerank
@@ -128,3 +129,37 @@ def test_metadata_with_unquantised_features_and_ties():
         gallery, [attr], queries, [q_attr], [0.3], k1=20, k2=6, lambda_value=0.3
     )
     assert raised > 0
+
+
+def _top_l(graph, size):
+    """A top-L search by exact distances (what faiss approximates): ids, d, the largest d."""
+
+    def search(q):
+        d = graph.query_distances(q)
+        top = d.topk(min(size, len(d)), largest=False)
+        return top.indices, top.values, float(d.max())
+
+    return search
+
+
+def test_top_l_candidates():
+    rng = np.random.default_rng(5)
+    feats = _clustered(rng, 406, 16, 30, 0.6)
+    queries, gallery = feats[:6], feats[6:]
+    exact = NeighbourGraph.build(gallery, 40).rerank(queries)
+    # every item a candidate: the same answer as the full pass
+    graph = NeighbourGraph.build(gallery, 40)
+    graph.candidates = _top_l(graph, len(gallery))
+    np.testing.assert_allclose(graph.rerank(queries), exact, atol=1e-6, rtol=0)
+    # L = 100 of 400: non-candidates at D = 1; the top 20 keep ≥ 95 % of their items
+    graph.candidates = _top_l(graph, 100)
+    approx = graph.rerank(queries)
+    top = 20
+    for a, e in zip(approx, exact, strict=True):
+        found = np.argsort(a, kind="stable")[:top]
+        truth = np.argsort(e, kind="stable")[:top]
+        assert len(set(found) & set(truth)) >= 0.95 * top
+    outside = np.ones(len(gallery), dtype=bool)
+    outside[_top_l(graph, 100)(torch.from_numpy(queries[0]))[0].numpy()] = False
+    # beyond the L, the distance is (1 − λ)·Jaccard + λ·1
+    assert (approx[0][outside] >= 0.3 - 1e-6).all()

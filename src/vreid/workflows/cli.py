@@ -1030,6 +1030,15 @@ def query_cmd(
         bool | None, typer.Option("--rerank/--no-rerank", help="retrieval.rerank.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--candidates",
+            min=0,
+            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
+            "(default 1000; 0: a full pass over the gallery).",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -1045,7 +1054,7 @@ def query_cmd(
         config, set_, retrieval__top=top, retrieval__rerank=rerank, runtime__device=device
     )
     paths = query_images(images)
-    searcher = Searcher(index, config=cfg)
+    searcher = Searcher(index, config=cfg, candidates=candidates)
     for path, hits in zip(paths, searcher.search(paths), strict=True):
         if as_json:
             typer.echo(
@@ -1068,6 +1077,15 @@ def serve_cmd(
         str | None,
         typer.Option("--token", envvar="VREID_TOKEN", help="Access token (required off loopback)."),
     ] = None,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--candidates",
+            min=0,
+            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
+            "(default 1000; 0: a full pass over the gallery).",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -1077,7 +1095,7 @@ def serve_cmd(
     from vreid.workflows.serve import serve
 
     cfg = _config(config, set_, runtime__device=device)
-    serve(index, host=host, port=port, token=token, config=cfg)
+    serve(index, host=host, port=port, token=token, config=cfg, candidates=candidates)
 
 
 # ============================================================================================

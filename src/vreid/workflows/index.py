@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vreid.core.artefacts import read_json, run_lock, write_json_atomic, write_npy_atomic
+from vreid.core.artefacts import (
+    atomic_path,
+    read_json,
+    run_lock,
+    write_json_atomic,
+    write_npy_atomic,
+)
 from vreid.core.config import Config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, DatasetError, VreidError
@@ -89,6 +95,36 @@ def _model_names(checkpoints: Sequence[Path]) -> list[str]:
 
 
 # ---- neighbour lists
+#: HNSW graph degree, construction and search breadth of the faiss backend (measured in
+#: docs/readme/index.md: recall@100 of the lists ≥ 0.95 needs efSearch ≥ 512 at 50k items)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 512
+#: candidates L of a query's top-L search with the faiss backend (0: the full pass)
+DEFAULT_CANDIDATES = 1000
+
+
+def _faiss() -> Any:
+    try:
+        import faiss  # optional extra: vreid[faiss]
+    except ImportError:
+        raise ConfigError(
+            "the faiss backend needs faiss: pip install 'vreid[faiss]' (faiss-cpu)"
+        ) from None
+    return faiss
+
+
+def hnsw_index(feats: np.ndarray) -> Any:
+    """A faiss HNSW index (L2) of ``feats`` (n, D) float32 with the backend's parameters."""
+    faiss = _faiss()
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(x)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
 def compute_neighbours(
     feats: np.ndarray,
     k: int,
@@ -96,10 +132,12 @@ def compute_neighbours(
     backend: str = "exact",
     device: str = "cpu",
     others: np.ndarray | None = None,
+    index: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Top-k neighbours of every row of ``feats`` among ``others`` (default: itself):
     ``(indices int32, d float32, rowmax float32, info)``; ``info`` has the backend and, for
-    faiss, ``recall@100`` against exact search on a sample of rows."""
+    faiss, ``recall@100`` against exact search on a sample of rows. ``index``: a faiss index of
+    ``others`` already built (:func:`hnsw_index`; built here when None)."""
     x = np.ascontiguousarray(feats, dtype=np.float32)
     y = x if others is None else np.ascontiguousarray(others, dtype=np.float32)
     info: dict[str, Any] = {"backend": backend}
@@ -113,17 +151,13 @@ def compute_neighbours(
         )
     if backend != "faiss":
         raise ConfigError(f"unknown index backend {backend!r} (use {', '.join(BACKENDS)})")
-    try:
-        import faiss  # optional extra: vreid[faiss]
-    except ImportError:
-        raise ConfigError(
-            "the faiss backend needs faiss: pip install 'vreid[faiss]' (faiss-cpu)"
-        ) from None
+    faiss = _faiss()
     k = min(k, len(y))
-    index = faiss.IndexHNSWFlat(y.shape[1], 32)
-    index.hnsw.efConstruction = 80
-    index.add(y)
-    index.hnsw.efSearch = max(128, 2 * k)
+    if index is None:
+        index = hnsw_index(y)
+    info.update({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
+    info["efSearch"] = index.hnsw.efSearch
     d, idx = index.search(x, k)
     # ties by index, like the exact lists; faiss may leave -1 for unreachable slots
     d = np.where(idx < 0, np.inf, d).astype(np.float32)
@@ -132,9 +166,12 @@ def compute_neighbours(
     order = np.argsort(d, axis=1, kind="stable")
     d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
     # the row maximum: the farthest item is the nearest to −x for unit-norm features
-    far_index = faiss.IndexFlatIP(y.shape[1])
-    far_index.add(y)
-    _, far = far_index.search(-x, 1) if len(y) <= 200_000 else index.search(-x, 1)
+    if len(y) <= 200_000:
+        far_index = faiss.IndexFlatIP(y.shape[1])
+        far_index.add(y)
+        _, far = far_index.search(-x, 1)
+    else:
+        _, far = index.search(-x, 1)
     rowmax = ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32)
     rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
     # recall@100 of the approximate lists against exact search on a sample
@@ -143,12 +180,23 @@ def compute_neighbours(
     kk = min(100, len(y))
     exact_idx, _, _ = exact_neighbours(x[sample], kk, others=y, device=device)
     _, approx = index.search(x[sample], kk)
-    hits = [
-        len(set(a.tolist()) & set(e.tolist()))
-        for a, e in zip(approx, exact_idx.numpy(), strict=True)
-    ]
-    info["recall@100"] = float(np.sum(hits) / (kk * len(sample)))
+    info["recall@100"] = recall_at(approx, exact_idx.numpy())
     return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of ``truth`` (q, k) ids that the row of ``found`` (q, ≥ k)
+    holds: recall@k."""
+    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(found, truth, strict=True)]
+    return float(np.sum(hits) / max(1, truth.size))
+
+
+def _write_hnsw(root: Path, gen: int, model: str, index: Any) -> str:
+    """The faiss HNSW index of a model's gallery in the neighbour generation (atomically)."""
+    path = root / "neighbours" / generation_name(gen) / f"{model}.hnsw.faiss"
+    with atomic_path(path) as tmp:
+        _faiss().write_index(index, str(tmp))
+    return str(path.relative_to(root))
 
 
 def _weighted_heads(config: Config, attributes: bool) -> dict[str, float]:
@@ -434,16 +482,20 @@ def build_index(
             progress,
         )
         heads = _weighted_heads(cfg, attr is not None)
+        hnsw_files: dict[str, str] = {}
         attrs = {h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32) for h in heads}
         lists: dict[str, dict[str, np.ndarray]] = {}
         info: dict[str, Any] = {}
         for m in models:
             feats = np.load(root / shard["files"][f"model:{m['name']}"])
             m["dim"] = int(feats.shape[1])
+            hnsw = hnsw_index(feats) if backend == "faiss" else None
             idx, d, rowmax, info[m["name"]] = compute_neighbours(
-                feats, neighbours, backend=backend, device=device
+                feats, neighbours, backend=backend, device=device, index=hnsw
             )
             lists[m["name"]] = {"indices": idx, "dists": d, "rowmax": rowmax}
+            if hnsw is not None:
+                hnsw_files[m["name"]] = _write_hnsw(root, 1, m["name"], hnsw)
             if heads:
                 lists[m["name"]].update(
                     metadata_lists(
@@ -452,6 +504,8 @@ def build_index(
                 )
         nb = _write_neighbours(root, 1, lists)
         nb.update({"k": int(idx.shape[1]), "generation": 1, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
         if heads:
             nb["metadata"] = {"heads": list(heads), "weights": list(heads.values())}
         manifest = {
@@ -525,6 +579,8 @@ def add_to_index(
         gallery = GalleryIndex(root)
         lists: dict[str, dict[str, np.ndarray]] = {}
         info: dict[str, Any] = {}
+        hnsw_files: dict[str, str] = {}
+        gen = int(manifest["neighbours"]["generation"]) + 1
         for m in manifest["models"]:
             name = m["name"]
             old_feats = np.asarray(gallery.features(name), dtype=np.float32)
@@ -542,9 +598,12 @@ def add_to_index(
             old_rowmax = np.maximum(rowmax, nmax.numpy())
             # new rows: against everything
             everything = np.concatenate([old_feats, new_feats])
+            hnsw = hnsw_index(everything) if backend == "faiss" else None
             ai, ad, amax, info[name] = compute_neighbours(
-                new_feats, k, backend=backend, device=device, others=everything
+                new_feats, k, backend=backend, device=device, others=everything, index=hnsw
             )
+            if hnsw is not None:
+                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
             lists[name] = {
                 "indices": np.concatenate([mi.numpy().astype(np.int32), ai]),
                 "dists": np.concatenate([md.numpy(), ad]),
@@ -558,9 +617,10 @@ def add_to_index(
                 lists[name].update(
                     _add_metadata_lists(gallery, name, old_feats, new_feats, new_attrs, k, device)
                 )
-        gen = int(manifest["neighbours"]["generation"]) + 1
         nb = _write_neighbours(root, gen, lists)
         nb.update({"k": k, "generation": gen, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
         if "metadata" in manifest["neighbours"]:
             nb["metadata"] = manifest["neighbours"]["metadata"]
         manifest["shards"].append(shard)
@@ -591,6 +651,7 @@ class Searcher:
         *,
         config: Config | None = None,
         online: bool = True,
+        candidates: int | None = None,
         progress: bool = False,
     ) -> None:
         self.config = config or Config()
@@ -600,6 +661,12 @@ class Searcher:
         self.manifest = self.index.manifest
         self.online = online
         self.progress = progress
+        # faiss indexes: d(q, ·) from a top-L search (L = candidates; 0: the full pass)
+        files = self.manifest["neighbours"]["files"]
+        has_hnsw = all("hnsw" in files[m] for m in self.index.models)
+        self.candidates = (
+            0 if not has_hnsw else DEFAULT_CANDIDATES if candidates is None else int(candidates)
+        )
         self.config.train.eval_flip = self.manifest["settings"]["flip"]
         self.items = self.index.items()
         self._extractors: dict[str, Extractor] = {}
@@ -697,7 +764,10 @@ class Searcher:
         ) -> np.ndarray | None:
             kw = {"k1": k1, "k2": k2, "lambda_value": lambda_value}
             if not metadata:
-                return self.index.graph(model, self._gallery[model]).rerank(q, **kw)
+                graph = self.index.graph(model, self._gallery[model])
+                if self.candidates and graph.candidates is None:
+                    graph.candidates = self._top_l(model)
+                return graph.rerank(q, **kw)
             if {h: w for h, (_, _, w) in metadata.items()} != self.index.metadata_weights:
                 return None
             graph = self.index.graph(model, self._gallery[model], metadata=True)
@@ -705,6 +775,26 @@ class Searcher:
             return graph.rerank(q, metadata=[metadata[h][0] for h in heads], **kw)
 
         return rerank_online
+
+    def _top_l(self, model: str) -> Any:
+        """``f(query (D,)) → (ids (L,), d (L,), largest d)`` from the index's stored HNSW graph
+        (the farthest item: the nearest to −q, features being unit vectors)."""
+        faiss = _faiss()
+        index = faiss.read_index(
+            str(self.index.root / self.manifest["neighbours"]["files"][model]["hnsw"])
+        )
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH, self.candidates)
+        gallery = self._gallery[model]
+        top = min(self.candidates, len(gallery))
+
+        def search(query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+            x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
+            d, ids = index.search(x, top)
+            keep = ids[0] >= 0
+            _, far = index.search(-x, 1)
+            return ids[0][keep], d[0][keep], float(((gallery[far[0, 0]] - x[0]) ** 2).sum())
+
+        return search
 
     def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
         top = top or self.config.retrieval.top
