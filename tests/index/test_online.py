@@ -163,3 +163,15 @@ def test_top_l_candidates():
     outside[_top_l(graph, 100)(torch.from_numpy(queries[0]))[0].numpy()] = False
     # beyond the L, the distance is (1 − λ)·Jaccard + λ·1
     assert (approx[0][outside] >= 0.3 - 1e-6).all()
+
+
+def test_symmetric_all_pairs_pass_equals_the_row_blocks():
+    """A gallery against itself (n > 2 tiles) takes the tiles above the diagonal only."""
+    rng = np.random.default_rng(2)
+    x = _clustered(rng, 5000, 8, 300, 0.3)
+    idx, d, rowmax = exact_neighbours(x, 12)  # symmetric tiles
+    ref_idx, ref_d, ref_max = exact_neighbours(x, 12, others=x)  # row blocks
+    np.testing.assert_array_equal(d.numpy(), ref_d.numpy())
+    np.testing.assert_array_equal(rowmax.numpy(), ref_max.numpy())
+    assert (idx == ref_idx).float().mean() > 0.999  # ties at the k-th value may differ
+    assert (np.diff(d.numpy(), axis=1) >= 0).all()

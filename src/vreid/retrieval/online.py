@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from vreid.core.devices import resolve_device
-from vreid.retrieval.reranking import concat_ranges
+from vreid.retrieval.reranking import _tiles, concat_ranges
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -129,6 +129,8 @@ def combined_neighbours(
     """
     dev = resolve_device(device)
     xs = [_as_feats(feats, dev)]
+    if others is None and not metadata and maxima is None and xs[0].shape[0] > 2 * _TILE:
+        return _self_neighbours(xs[0], k)
     ys = [xs[0] if others is None else _as_feats(others, dev)]
     weights = []
     for mx, my, w in metadata:
@@ -160,6 +162,44 @@ def combined_neighbours(
             v, i = d.topk(k, dim=1, largest=False, sorted=False)
             val[s:e], idx[s:e] = _sort_rows(v, i)
     return idx, val, rowmax, comp_max
+
+
+#: tile edge of the symmetric all-pairs pass
+_TILE = 2048
+
+
+def _self_neighbours(
+    x: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`combined_neighbours` of a gallery (n, D) against itself without metadata: d is
+    symmetric, so only the tiles on and above the diagonal are computed (half the products of
+    the row-block pass); each tile's top-k along both axes is merged into its rows' and its
+    columns' lists, sorted by d (ties by index) at the end."""
+    n = x.shape[0]
+    k = min(k, n)
+    sq = (x * x).sum(1)
+    val = torch.full((n, k), float("inf"), device=x.device)
+    idx = torch.full((n, k), -1, dtype=torch.long, device=x.device)
+    rowmax = torch.zeros(n, device=x.device)
+
+    def merge(rows: slice, v: torch.Tensor, i: torch.Tensor) -> None:
+        cv, ci = torch.cat([val[rows], v], 1), torch.cat([idx[rows], i], 1)
+        mv, at = cv.topk(k, dim=1, largest=False, sorted=False)
+        val[rows], idx[rows] = mv, ci.gather(1, at)
+
+    with torch.no_grad():
+        for rows, cols in _tiles(n, _TILE):
+            d = torch.addmm(sq[rows, None] + sq[None, cols], x[rows], x[cols].T, alpha=-2.0)
+            d.clamp_min_(0.0)
+            rowmax[rows] = torch.maximum(rowmax[rows], d.amax(1))
+            v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+            merge(rows, v, i + cols.start)
+            if cols != rows:
+                rowmax[cols] = torch.maximum(rowmax[cols], d.amax(0))
+                v, i = d.topk(min(k, d.shape[0]), dim=0, largest=False, sorted=False)
+                merge(cols, v.T, i.T + rows.start)
+        val, idx = _sort_rows(val, idx)
+    return idx, val, rowmax, rowmax[None].clone()
 
 
 def combine_distances(
