@@ -165,8 +165,10 @@ def compute_neighbours(
     d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
     order = np.argsort(d, axis=1, kind="stable")
     d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
-    # the row maximum: the farthest item is the nearest to −x for unit-norm features
-    if len(y) <= 200_000:
+    # the row maximum: the farthest item is the nearest to −x for unit-norm features (exact
+    # up to 50k items; beyond, the flat search would cost what the exact lists cost)
+    info["rowmax"] = "exact" if len(y) <= 50_000 else "hnsw"
+    if len(y) <= 50_000:
         far_index = faiss.IndexFlatIP(y.shape[1])
         far_index.add(y)
         _, far = far_index.search(-x, 1)
@@ -189,6 +191,24 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     holds: recall@k."""
     hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(found, truth, strict=True)]
     return float(np.sum(hits) / max(1, truth.size))
+
+
+def top_l_search(index: Any, gallery: np.ndarray, size: int) -> Any:
+    """``f(query (D,)) → (ids (L,), d (L,), largest d)``: a top-L search of the faiss ``index``
+    of ``gallery`` (n, D) (efSearch raised to L) and its farthest item (the nearest to −q, the
+    features being unit vectors) — the ``candidates`` of
+    :class:`~vreid.retrieval.online.NeighbourGraph`."""
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, size)
+    top = min(size, len(gallery))
+
+    def search(query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+        x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
+        d, ids = index.search(x, top)
+        keep = ids[0] >= 0
+        _, far = index.search(-x, 1)
+        return ids[0][keep], d[0][keep], float(((gallery[far[0, 0]] - x[0]) ** 2).sum())
+
+    return search
 
 
 def _write_hnsw(root: Path, gen: int, model: str, index: Any) -> str:
@@ -777,24 +797,9 @@ class Searcher:
         return rerank_online
 
     def _top_l(self, model: str) -> Any:
-        """``f(query (D,)) → (ids (L,), d (L,), largest d)`` from the index's stored HNSW graph
-        (the farthest item: the nearest to −q, features being unit vectors)."""
-        faiss = _faiss()
-        index = faiss.read_index(
-            str(self.index.root / self.manifest["neighbours"]["files"][model]["hnsw"])
-        )
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH, self.candidates)
-        gallery = self._gallery[model]
-        top = min(self.candidates, len(gallery))
-
-        def search(query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
-            x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
-            d, ids = index.search(x, top)
-            keep = ids[0] >= 0
-            _, far = index.search(-x, 1)
-            return ids[0][keep], d[0][keep], float(((gallery[far[0, 0]] - x[0]) ** 2).sum())
-
-        return search
+        path = self.index.root / self.manifest["neighbours"]["files"][model]["hnsw"]
+        index = _faiss().read_index(str(path))
+        return top_l_search(index, self._gallery[model], self.candidates)
 
     def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
         top = top or self.config.retrieval.top
