@@ -17,7 +17,13 @@ from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.index_store import MANIFEST, GalleryIndex
 from vreid.retrieval.online import exact_neighbours
 from vreid.retrieval.online import timings as online_timings
-from vreid.workflows.index import Searcher, add_to_index, build_index, compute_neighbours
+from vreid.workflows.index import (
+    Searcher,
+    add_to_index,
+    build_index,
+    compute_neighbours,
+    remove_from_index,
+)
 
 
 def _cfg(*extra: str):
@@ -305,3 +311,48 @@ def test_faiss_index_queries_through_a_top_l_search(random_checkpoints, image_fo
     grown = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
     assert grown["hnsw"].startswith("neighbours/gen-00002/")
     assert Searcher(out, config=_cfg()).distances(feats)[0].shape[1] == GalleryIndex(out).count
+
+
+@pytest.mark.parametrize("attributes", [False, True])
+def test_remove_equals_building_the_rest(
+    random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path, vreid_cli, attributes
+):
+    attr = {"attribute_checkpoint": random_attribute_checkpoint} if attributes else {}
+    both = tmp_path / "both"
+    both.mkdir()
+    for sub in ("gallery", "more"):
+        for p in image_folders[sub].iterdir():
+            shutil.copy(p, both / f"{sub}_{p.name}")
+    ix = tmp_path / "ix"
+    build_index(both, ix, random_checkpoints, config=_cfg(), progress=False, **attr)
+    gone = sorted(both.glob("more_*"))
+    drop_ids = [i for i, p in enumerate(GalleryIndex(ix).items().paths) if "more_" in p][:2]
+    remove_from_index(ix, [str(p) for p in gone[2:]] + drop_ids, config=_cfg())
+    assert [d.name for d in (ix / "neighbours").iterdir()] == ["gen-00002"]
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for p in both.glob("gallery_*"):
+        shutil.copy(p, rest / p.name)
+    ref = tmp_path / "ref"
+    build_index(rest, ref, random_checkpoints, config=_cfg(), progress=False, **attr)
+    a, b = GalleryIndex(ix), GalleryIndex(ref)
+    assert [Path(p).name for p in a.items().paths] == [Path(p).name for p in b.items().paths]
+    for model in ("model0", "model1"):
+        np.testing.assert_allclose(a.features(model), b.features(model), atol=1e-5)
+        ia, da, ma = a.neighbours(model)
+        ib, db, mb = b.neighbours(model)
+        np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ma, mb, rtol=1e-4, atol=1e-5)
+        assert (ia == ib).mean() > 0.99  # the same lists (up to float ties)
+        if attributes:
+            got, want = a.metadata_neighbours(model), b.metadata_neighbours(model)
+            for x, y in zip(got[1:], want[1:], strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+            assert (got[0] == want[0]).mean() > 0.99
+    # the CLI: one more item by id, then an id that is not there
+    r = vreid_cli("index", "remove", str(ix), "0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert GalleryIndex(ix).count == b.count - 1
+    r = vreid_cli("index", "remove", str(ix), "100000", "--device", "cpu")
+    assert r.returncode == 2
+    assert "out of range" in r.stderr

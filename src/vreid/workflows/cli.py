@@ -1019,6 +1019,25 @@ def index_add_cmd(
     typer.echo(f"{rep.added} images added in {rep.seconds:.1f} s; {rep.count} in {rep.root}")
 
 
+@index_app.command("remove")
+def index_remove_cmd(
+    index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="Gallery ids, image paths or folders (every item under it)."),
+    ],
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Remove items from an index: their rows dropped, the lists that held them recomputed."""
+    from vreid.workflows.index import remove_from_index
+
+    cfg = _config(config, set_, runtime__device=device)
+    rep = remove_from_index(index, targets, config=cfg)
+    typer.echo(f"{-rep.added} images removed in {rep.seconds:.1f} s; {rep.count} in {rep.root}")
+
+
 @app.command("query")
 def query_cmd(
     index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],

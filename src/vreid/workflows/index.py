@@ -328,7 +328,7 @@ def _add_metadata_lists(
 class IndexReport:
     root: Path
     count: int
-    added: int
+    added: int  # negative: items removed
     seconds: float
     neighbours: dict[str, Any]
 
@@ -583,7 +583,7 @@ def add_to_index(
         attr = manifest.get("attributes")
         shard = _write_shard(
             root,
-            len(manifest["shards"]),
+            _next_shard_id(manifest),
             records,
             manifest["models"],
             Path(attr["checkpoint"]) if attr else None,
@@ -648,6 +648,200 @@ def add_to_index(
         manifest["neighbours"] = nb
         write_manifest(root, manifest)
     return IndexReport(root, old_n + len(records), len(records), time.perf_counter() - start, info)
+
+
+def _next_shard_id(manifest: dict[str, Any]) -> int:
+    """A shard number no listed shard uses (removal replaces shards by new numbers)."""
+    return 1 + max((int(sh["id"].rsplit("-", 1)[1]) for sh in manifest["shards"]), default=-1)
+
+
+def _removed_ids(gallery: GalleryIndex, targets: Sequence[str | os.PathLike[str] | int]) -> list:
+    """Global ids of the items named by ``targets``: ids (int or digit strings), image files or
+    folders (every item under it) — each must name at least one item."""
+    paths = gallery.items().paths
+    by_path = {p: i for i, p in enumerate(paths)}
+    out: set[int] = set()
+    for t in targets:
+        if isinstance(t, int) or str(t).isdigit():
+            i = int(t)
+            if not 0 <= i < len(paths):
+                raise VreidError(f"gallery id {i} out of range 0…{len(paths) - 1}")
+            out.add(i)
+            continue
+        p = Path(t).resolve()
+        found = [by_path[str(p)]] if str(p) in by_path else []
+        if not found:
+            prefix = str(p).rstrip(os.sep) + os.sep
+            found = [i for q, i in by_path.items() if q.startswith(prefix)]
+        if not found:
+            raise DatasetError(f"{t}: no item of the index {gallery.root} (an id, image or folder)")
+        out.update(found)
+    return sorted(out)
+
+
+def remove_from_index(
+    index: str | os.PathLike[str],
+    targets: Sequence[str | os.PathLike[str] | int],
+    *,
+    config: Config | None = None,
+) -> IndexReport:
+    """Drop items (ids, image paths or folders) from an index. The shards that lose items are
+    rewritten under new numbers; every kept row whose list held a removed item, or whose row
+    maximum (any component's, with metadata) came from one, is recomputed exactly against the
+    remaining gallery; the other rows only lose nothing and are renumbered. The faiss graph is
+    rebuilt over the remaining items. Same guarantees as ``add``: the result equals a fresh
+    build of the remaining items, and a crash leaves the previous index."""
+    root = Path(index)
+    start = time.perf_counter()
+    cfg = config or Config()
+    device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
+    with run_lock(root):
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+        gallery = GalleryIndex(root)
+        drop = _removed_ids(gallery, targets)
+        n = gallery.count
+        if len(drop) == n:
+            raise VreidError(f"{root}: removing every item would leave an empty index")
+        keep = np.ones(n, dtype=bool)
+        keep[drop] = False
+        # shards: those that lose items are written again (kept rows) under new numbers
+        shards, old_folders, offset = [], [], 0
+        next_id = _next_shard_id(manifest)
+        for sh in manifest["shards"]:
+            sel = keep[offset : offset + sh["count"]]
+            offset += sh["count"]
+            if sel.all():
+                shards.append(sh)
+                continue
+            old_folders.append(root / Path(sh["items"]).parent)
+            if not sel.any():
+                continue
+            folder = root / "shards" / shard_name(next_id)
+            items = read_json(root / sh["items"])
+            for key in ("paths", "names", "camera", "track"):
+                items[key] = [v for v, k in zip(items[key], sel, strict=True) if k]
+            write_json_atomic(folder / "items.json", items)
+            files = {}
+            for key, rel in sh["files"].items():
+                out = folder / Path(rel).name
+                write_npy_atomic(out, np.load(root / rel)[sel])
+                files[key] = str(out.relative_to(root))
+            shards.append(
+                {
+                    "id": shard_name(next_id),
+                    "count": int(sel.sum()),
+                    "items": str((folder / "items.json").relative_to(root)),
+                    "files": files,
+                }
+            )
+            next_id += 1
+        backend = manifest["settings"]["backend"]
+        heads = gallery.metadata_weights
+        k = min(int(manifest["neighbours"]["k"]), int(keep.sum()))
+        removed = np.asarray(drop)
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
+        hnsw_files: dict[str, str] = {}
+        gen = int(manifest["neighbours"]["generation"]) + 1
+        attrs = {h: np.asarray(gallery.attributes(h), dtype=np.float32) for h in heads}
+        for m in manifest["models"]:
+            name = m["name"]
+            feats = np.asarray(gallery.features(name), dtype=np.float32)
+            rest = feats[keep]
+            idx, d, rowmax = gallery.neighbours(name)
+            # rows to recompute: a removed item in the list, or at the row's maximum
+            gone_max = exact_neighbours(rest, 1, others=feats[removed], device=device)[2]
+            redo = np.isin(idx[keep], removed).any(1) | (gone_max.numpy() >= rowmax[keep])
+            hnsw = hnsw_index(rest) if backend == "faiss" else None
+            arrays = {
+                "indices": _renumber(idx, keep)[keep][:, :k],
+                "dists": np.asarray(d)[keep][:, :k],
+                "rowmax": np.asarray(rowmax)[keep],
+            }
+            rows = np.nonzero(redo)[0]
+            if len(rows):
+                ri, rd, rmax, info[name] = compute_neighbours(
+                    rest[rows], k, backend=backend, device=device, others=rest, index=hnsw
+                )
+                arrays["indices"][rows], arrays["dists"][rows] = ri, rd
+                arrays["rowmax"][rows] = rmax
+            if heads:
+                arrays.update(_remove_metadata_lists(gallery, name, feats, attrs, keep, k, device))
+            lists[name] = arrays
+            if hnsw is not None:
+                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
+        nb = _write_neighbours(root, gen, lists)
+        nb.update({"k": k, "generation": gen, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
+        if "metadata" in manifest["neighbours"]:
+            nb["metadata"] = manifest["neighbours"]["metadata"]
+        manifest["shards"] = shards
+        manifest["count"] = int(keep.sum())
+        manifest["neighbours"] = nb
+        write_manifest(root, manifest)
+        for folder in old_folders:  # listed by no manifest any more
+            shutil.rmtree(folder, ignore_errors=True)
+    return IndexReport(root, int(keep.sum()), -len(drop), time.perf_counter() - start, info)
+
+
+def _renumber(idx: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Neighbour ids (N, K) in the numbering of the kept items (removed ones: −1)."""
+    new_id = np.full(len(keep), -1, dtype=np.int64)
+    new_id[keep] = np.arange(int(keep.sum()))
+    return new_id[idx].astype(np.int32)
+
+
+def _remove_metadata_lists(
+    gallery: GalleryIndex,
+    model: str,
+    feats: np.ndarray,
+    attrs: dict[str, np.ndarray],
+    keep: np.ndarray,
+    k: int,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """The metadata lists of the kept items: rows whose list held a removed item or any of
+    whose component maxima came from one are recomputed against the remaining items."""
+    heads = gallery.metadata_weights
+    idx, d, rowmax, maxima = gallery.metadata_neighbours(model)
+    removed = np.nonzero(~keep)[0]
+    rest_attrs = {h: a[keep] for h, a in attrs.items()}
+    # the component maxima over the removed items alone: equal to a row's maximum → it goes
+    far = metadata_lists(
+        feats[keep],
+        rest_attrs,
+        heads,
+        1,
+        device=device,
+        others=feats[removed],
+        other_attrs={h: a[removed] for h, a in attrs.items()},
+    )["meta.maxima"]
+    redo = np.isin(idx[keep], removed).any(1) | (far >= maxima[:, keep]).any(0)
+    out = {
+        "meta.indices": _renumber(idx, keep)[keep][:, :k],
+        "meta.dists": np.asarray(d)[keep][:, :k],
+        "meta.rowmax": np.asarray(rowmax)[keep],
+        "meta.maxima": np.asarray(maxima)[:, keep],
+    }
+    rows = np.nonzero(redo)[0]
+    if len(rows):
+        fresh = metadata_lists(
+            feats[keep][rows],
+            {h: a[rows] for h, a in rest_attrs.items()},
+            heads,
+            k,
+            device=device,
+            others=feats[keep],
+            other_attrs=rest_attrs,
+        )
+        out["meta.indices"][rows] = fresh["meta.indices"]
+        out["meta.dists"][rows] = fresh["meta.dists"]
+        out["meta.rowmax"][rows] = fresh["meta.rowmax"]
+        out["meta.maxima"][:, rows] = fresh["meta.maxima"]
+    return out
 
 
 # ---- querying
