@@ -604,13 +604,18 @@ class NeighbourGraph:
             d_gq = dgq / m_new
             cut = min(self.k, w)
             # rows where the query takes a place among the first w (strict <: it wins ties)
+            # (vector operations over the whole gallery: no index gathers on the full pass)
             if pool is None:
-                pool = torch.arange(g, device=dev)
-            if stale is not None:
-                pool = pool[~stale[pool]]
-            if cut >= w:  # else a gallery smaller than w: every list holds every item
-                pool = pool[d_gq[pool] <= self.dists[pool, cut - 1] / m_new[pool]]
-            r_rows = pool
+                enter = torch.ones(g, dtype=torch.bool, device=dev)
+                if cut >= w:  # else a gallery smaller than w: every list holds every item
+                    enter = d_gq <= self.dists[:, cut - 1] / m_new
+                if stale is not None:
+                    enter &= ~stale
+                r_rows = enter.nonzero().squeeze(1)
+            else:
+                if cut >= w:
+                    pool = pool[d_gq[pool] <= self.dists[pool, cut - 1] / m_new[pool]]
+                r_rows = pool
             listed = self.dists[r_rows, :cut] / m_new[r_rows, None]
             p = (listed < d_gq[r_rows, None]).sum(1)  # q's position in those rows' lists
             old = self.indices[r_rows, :cut] + 1
@@ -621,10 +626,11 @@ class NeighbourGraph:
             src = (t - (t > p[:, None]).long()).clamp_max_(old.shape[1] - 1)
             new_lists = torch.where(t == p[:, None], 0, old.gather(1, src))
             # the query's own list: every entry up to the (w-1)-th value, sorted with ties by index
-            q_pool = torch.arange(g, device=dev) if cand_ids is None else cand_ids
-            vals = dq_row[q_pool]
+            vals = dq_row if cand_ids is None else dq_row[cand_ids]
             kth = vals.topk(min(w - 1, vals.shape[0]), largest=False, sorted=False).values.max()
-            top_i = q_pool[vals <= kth]
+            top_i = (vals <= kth).nonzero().squeeze(1)
+            if cand_ids is not None:
+                top_i = cand_ids[top_i]
             q_order = _sort_rows(dq_row[top_i][None], top_i[None])[1][0][: w - 1] + 1
             q_ranks = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), q_order])
             # the rank table in item indexing (q = 0, gallery j = j + 1), width w: the stored
