@@ -12,6 +12,9 @@ Layout of an index folder (see docs/readme/index.md)::
         <model>.indices.npy         (N, K) int32 global item ids, sorted by D (ties by id)
         <model>.dists.npy           (N, K) float32 squared distances
         <model>.rowmax.npy          (N,) float32 largest squared distance of each row
+        <model>.meta.{indices,dists,rowmax,maxima}.npy   the same for the combined distance with
+                                    the attribute heads (and per-component row maxima)
+        <model>.hnsw.faiss          the faiss backend's HNSW graph (queries' top-L search)
 
 Writers create new files (shards, a new neighbour generation), then atomically replace
 ``manifest.json`` with one listing them; a file the manifest does not list is never read, so an

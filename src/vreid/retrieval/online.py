@@ -24,8 +24,13 @@ What a query changes (everything else is reused):
    rows replace their stored values.
 
 The cost per query is one pass over the gallery features plus work proportional to |A| (hundreds
-to a few thousand rows), not the O(N²) of a full re-ranking. Metadata (attribute distances in d')
-is not handled here: callers fall back to the full :func:`rerank` then.
+to a few thousand rows), not the O(N²) of a full re-ranking.
+
+With attribute metadata (d' = d / M₀ + Σ w · d_meta / M_meta, ``rerank(…, metadata=…)``) the
+stored lists, values and row maxima are those of d', with each row's component maxima M_c. A
+query that raises some M_c(i) re-weights row i's whole d' row (its order can change): such rows
+are recomputed against the gallery (:meth:`NeighbourGraph._fresh_rows`) and treated as changed
+lists in step 3; every other row is handled as above with d' for d.
 """
 
 from __future__ import annotations
