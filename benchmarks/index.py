@@ -16,7 +16,7 @@ lists), in its own subprocess (so peak RSS is its own):
 * the straightforward approach of ``vreid search`` today: a full ``rerank(q[None], gallery)``
   per query (up to 20k items, where it takes < ~2 min).
 
-    python benchmarks/index.py [--sizes 10k,100k] [--backends exact,faiss] [--dim 2048]
+    python benchmarks/index.py [--sizes 10k,100k] [--backends auto|exact,faiss] [--dim 2048]
                                [--json out.json] [--threads N] [--reps 50]
 """
 
@@ -160,7 +160,12 @@ def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10k,100k", help=f"comma-separated of {', '.join(SIZES)}")
-    ap.add_argument("--backends", default="exact,faiss")
+    ap.add_argument(
+        "--backends",
+        default="auto",
+        help="exact,faiss or auto: both up to 20k, exact up to 200k (the 100k target is the "
+        "exact backend's), faiss beyond (the 1M target)",
+    )
     ap.add_argument("--dim", type=int, default=2048, help="feature dimension (resnet18: 512)")
     ap.add_argument("--candidates", type=int, default=1000, help="L of the top-L query search")
     ap.add_argument("--ef-search", type=int, help="HNSW efSearch (default: the index's)")
@@ -193,7 +198,9 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
     for size in args.sizes.split(","):
-        for backend in args.backends.split(","):
+        n = SIZES[size]
+        auto = ["exact", "faiss"] if n <= 20_000 else ["exact"] if n <= 200_000 else ["faiss"]
+        for backend in auto if args.backends == "auto" else args.backends.split(","):
             if backend == "exact" and SIZES[size] > 200_000:
                 print(f"{size} exact: skipped (all-pairs lists; use faiss)", flush=True)
                 continue
