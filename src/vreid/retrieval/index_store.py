@@ -176,12 +176,16 @@ class GalleryIndex:
     def memory_needed(self) -> int:
         """Bytes a query process holds: float32 features and neighbour lists of every model, and
         the sparse re-ranking sets (≈ 60 entries of 12 bytes per item and model); twice the
-        lists and sets with metadata lists."""
+        lists and sets with metadata lists; the faiss graph (a copy of the features and ≈ 2M
+        links per item) when there is one."""
         total = 0
         k = int(self.manifest["neighbours"]["k"])
         lists = 2 if self.metadata_weights else 1  # plain lists, and the metadata ones
+        files = self.manifest["neighbours"]["files"]
         for m in self.manifest["models"]:
             total += self.count * (4 * int(m["dim"]) + lists * (12 * k + 4 + 60 * 12))
+            if "hnsw" in files.get(m["name"], {}):  # the graph holds its own copy of the features
+                total += self.count * (4 * int(m["dim"]) + 2 * 32 * 4)
         return total
 
     def check_memory(self, fraction: float = 0.8) -> None:
