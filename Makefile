@@ -49,7 +49,7 @@ bench: $(STAMP)
 
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k
-	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss
+	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss --dim 512
 	$(BIN)/python benchmarks/crop_quality.py
 	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 

@@ -1,18 +1,23 @@
 """Benchmark of the gallery index: build time, memory, query latency, faiss recall.
 
-Synthetic, realistic-looking features: 2048-d unit vectors around identity centres (~50 images
-per identity). Per size and backend (exact torch lists / faiss HNSW lists), in its own subprocess
-(so peak RSS is its own):
+Synthetic, realistic-looking features: unit vectors (2048-d by default, ``--dim``) around
+identity centres (~50 images per identity). Per size and backend (exact torch lists / faiss HNSW
+lists), in its own subprocess (so peak RSS is its own):
 
-* build: neighbour lists (K = 40) + the re-ranking sets (``NeighbourGraph.prepare``), seconds;
-  faiss: recall@100 of its lists against exact search on 200 rows;
+* build: neighbour lists (K = 40) + the re-ranking sets (``NeighbourGraph.prepare``), seconds
+  (faiss: the HNSW graph, the lists' search and the row maxima separately); faiss: recall@100
+  of its lists against exact search on 200 rows;
 * memory: the index in memory vs feature bytes + neighbour-list bytes; peak RSS;
 * query latency p50/p99 of one query and of a batch of 64: plain (exact distances + top-100 in
   torch; faiss: the HNSW search itself) and with online re-ranking (``NeighbourGraph.rerank``);
+  faiss: also with d(q, ·) from a top-L search (``--candidates``, the index's default 1000) and
+  the recall@100 of that final ranking against the full-pass query on the same lists (and, up
+  to 20k, against the exact lists' final ranking);
 * the straightforward approach of ``vreid search`` today: a full ``rerank(q[None], gallery)``
-  per query (run where it takes < ~2 min).
+  per query (up to 20k items, where it takes < ~2 min).
 
-    python benchmarks/index.py [--sizes 10k,100k] [--backends exact,faiss] [--threads N]
+    python benchmarks/index.py [--sizes 10k,100k] [--backends auto|exact,faiss] [--dim 2048]
+                               [--json out.json] [--threads N] [--reps 50]
 """
 
 from __future__ import annotations
@@ -27,21 +32,29 @@ import time
 
 import numpy as np
 
-SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-DIM = 2048
+SIZES = {
+    "5k": 5_000,
+    "10k": 10_000,
+    "20k": 20_000,
+    "30k": 30_000,
+    "50k": 50_000,
+    "100k": 100_000,
+    "1m": 1_000_000,
+}
 
 
-def features(n: int, seed: int = 0) -> np.ndarray:
+def features(n: int, seed: int = 0, dim: int = 2048) -> np.ndarray:
+    """(n, dim) float32 unit vectors, ~50 per identity centre (noise ≈ the centre's norm)."""
     rng = np.random.default_rng(seed)
     ids = max(1, n // 50)
-    centres = rng.standard_normal((ids, DIM), dtype=np.float32)
+    centres = rng.standard_normal((ids, dim), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    x = np.empty((n, DIM), dtype=np.float32)
+    x = np.empty((n, dim), dtype=np.float32)
     step = 50_000
     for s in range(0, n, step):
         e = min(n, s + step)
         lab = rng.integers(0, ids, e - s)
-        noise = rng.standard_normal((e - s, DIM), dtype=np.float32) * (1.1 / np.sqrt(DIM))
+        noise = rng.standard_normal((e - s, dim), dtype=np.float32) * (1.1 / np.sqrt(dim))
         x[s:e] = centres[lab] + noise
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
@@ -52,19 +65,23 @@ def pct(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def run_case(size: str, backend: str, reps: int) -> dict:
+def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> dict:
     import torch
 
     from vreid.retrieval.online import NeighbourGraph, exact_neighbours
     from vreid.retrieval.reranking import rerank
-    from vreid.workflows.index import compute_neighbours
+    from vreid.workflows import index as wf
 
     n = SIZES[size]
-    x = features(n + 64, seed=1)
+    x = features(n + 64, seed=1, dim=dim)
     gallery, queries = x[64:], x[:64]
-    out: dict = {"size": size, "backend": backend, "gallery": n}
+    out: dict = {"size": size, "backend": backend, "gallery": n, "dim": dim}
+    hnsw = None
     t = time.perf_counter()
-    idx, d, rowmax, info = compute_neighbours(gallery, 40, backend=backend)
+    if backend == "faiss":
+        hnsw = wf.hnsw_index(gallery)
+        out["hnsw_build_s"] = time.perf_counter() - t
+    idx, d, rowmax, info = wf.compute_neighbours(gallery, 40, backend=backend, index=hnsw)
     out["lists_s"] = time.perf_counter() - t
     out.update({k: v for k, v in info.items() if k != "backend"})
     graph = NeighbourGraph(gallery, idx, d, rowmax)
@@ -78,6 +95,7 @@ def run_case(size: str, backend: str, reps: int) -> dict:
     out["lists_MB"] = list_bytes / 2**20
     out["index_MB"] = graph.nbytes / 2**20
     out["ratio"] = graph.nbytes / (feat_bytes + list_bytes)
+    print(f"{size} {backend}: built in {out['build_s']:.0f} s", file=sys.stderr, flush=True)
 
     gt = torch.from_numpy(gallery)
     sq = (gt * gt).sum(1)
@@ -86,21 +104,6 @@ def run_case(size: str, backend: str, reps: int) -> dict:
         qt = torch.from_numpy(q)
         dist = sq[None] + (qt * qt).sum(1)[:, None] - 2 * qt @ gt.T
         dist.topk(100, dim=1, largest=False)
-
-    faiss_index = None
-    if backend == "faiss":
-        import faiss
-
-        faiss_index = faiss.IndexHNSWFlat(DIM, 32)
-        faiss_index.hnsw.efConstruction = 80
-        t = time.perf_counter()
-        faiss_index.add(gallery)
-        out["faiss_add_s"] = time.perf_counter() - t
-        faiss_index.hnsw.efSearch = 256
-        _, approx = faiss_index.search(queries, 100)
-        exact_idx, _, _ = exact_neighbours(queries, 100, others=gallery)
-        hits = [len(set(a) & set(e)) for a, e in zip(approx, exact_idx.numpy(), strict=True)]
-        out["query_recall@100"] = float(np.sum(hits) / (100 * len(queries)))
 
     def timed(fn, arg, k: int) -> tuple[float, float]:
         fn(arg)  # warm-up
@@ -111,13 +114,33 @@ def run_case(size: str, backend: str, reps: int) -> dict:
             times.append(time.perf_counter() - t)
         return pct(times)
 
+    def top100(dist: np.ndarray) -> np.ndarray:
+        return np.argsort(dist, axis=1, kind="stable")[:, :100]
+
     out["plain_1"] = timed(plain, queries[:1], reps)
     out["plain_64"] = timed(plain, queries, max(3, reps // 10))
-    if faiss_index is not None:
-        out["faiss_1"] = timed(lambda q: faiss_index.search(q, 100), queries[:1], reps)
-        out["faiss_64"] = timed(lambda q: faiss_index.search(q, 100), queries, max(3, reps // 10))
     out["rerank_1"] = timed(lambda q: graph.rerank(q), queries[:1], reps)
     out["rerank_64"] = timed(lambda q: graph.rerank(q), queries, 3)
+    full_pass = graph.rerank(queries)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = wf.HNSW_EF_SEARCH
+        _, approx = hnsw.search(queries, 100)
+        exact_idx, _, _ = exact_neighbours(queries, 100, others=gallery)
+        out["query_recall@100"] = wf.recall_at(approx, exact_idx.numpy())
+        out["faiss_1"] = timed(lambda q: hnsw.search(q, 100), queries[:1], reps)
+        out["faiss_64"] = timed(lambda q: hnsw.search(q, 100), queries, max(3, reps // 10))
+        graph.candidates = wf.top_l_search(hnsw, gallery, candidates)
+        out["candidates"] = candidates
+        out["topl_rerank_1"] = timed(lambda q: graph.rerank(q), queries[:1], reps)
+        out["topl_rerank_64"] = timed(lambda q: graph.rerank(q), queries, 3)
+        top_l = graph.rerank(queries)
+        out["topl_recall@100_vs_full_pass"] = wf.recall_at(top100(top_l), top100(full_pass))
+        graph.candidates = None
+        if n <= 20_000:  # the exact lists' final ranking: the whole approximation's cost
+            ei, ed, emax = exact_neighbours(gallery, 40)
+            exact = NeighbourGraph(gallery, ei, ed, emax).rerank(queries)
+            out["topl_recall@100_vs_exact"] = wf.recall_at(top100(top_l), top100(exact))
+            out["faiss_lists_recall@100_vs_exact"] = wf.recall_at(top100(full_pass), top100(exact))
     if n <= 20_000:
         times = []
         for i in range(3):
@@ -125,59 +148,92 @@ def run_case(size: str, backend: str, reps: int) -> dict:
             full = rerank(queries[i : i + 1], gallery, device="cpu")
             times.append(time.perf_counter() - t)
             if backend == "exact":
-                online = graph.rerank(queries[i : i + 1])
                 out["max_abs_diff_vs_full"] = max(
-                    out.get("max_abs_diff_vs_full", 0.0), float(np.abs(online - full).max())
+                    out.get("max_abs_diff_vs_full", 0.0), float(np.abs(full_pass[i] - full).max())
                 )
         out["full_rerank_1"] = pct(times)
     out["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["loadavg_end"] = os.getloadavg()
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10k,100k")
-    ap.add_argument("--backends", default="exact,faiss")
+    ap.add_argument("--sizes", default="10k,100k", help=f"comma-separated of {', '.join(SIZES)}")
+    ap.add_argument(
+        "--backends",
+        default="auto",
+        help="exact,faiss or auto: both up to 20k, exact up to 200k (the 100k target is the "
+        "exact backend's), faiss beyond (the 1M target)",
+    )
+    ap.add_argument("--dim", type=int, default=2048, help="feature dimension (resnet18: 512)")
+    ap.add_argument("--candidates", type=int, default=1000, help="L of the top-L query search")
+    ap.add_argument("--ef-search", type=int, help="HNSW efSearch (default: the index's)")
+    ap.add_argument("--ef-construction", type=int, help="HNSW efConstruction")
+    ap.add_argument("--hnsw-m", type=int, help="HNSW M (graph degree)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--case", help=argparse.SUPPRESS)
-    ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument(
+        "--json", help="write the rows to this file (default: index-benchmark-<sizes>.json)"
+    )
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.case:
+        from vreid.workflows import index as wf
+
+        for name, value in (
+            ("HNSW_EF_SEARCH", args.ef_search),
+            ("HNSW_EF_CONSTRUCTION", args.ef_construction),
+            ("HNSW_M", args.hnsw_m),
+        ):
+            if value:
+                setattr(wf, name, value)
         size, backend = args.case.split(":")
-        print(json.dumps(run_case(size, backend, args.reps)))
+        print(json.dumps(run_case(size, backend, args.reps, args.dim, args.candidates)))
         return
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
     for size in args.sizes.split(","):
-        for backend in args.backends.split(","):
+        n = SIZES[size]
+        auto = ["exact", "faiss"] if n <= 20_000 else ["exact"] if n <= 200_000 else ["faiss"]
+        for backend in auto if args.backends == "auto" else args.backends.split(","):
             if backend == "exact" and SIZES[size] > 200_000:
                 print(f"{size} exact: skipped (all-pairs lists; use faiss)", flush=True)
                 continue
-            cmd = [
-                sys.executable,
-                __file__,
-                "--case",
-                f"{size}:{backend}",
-                "--reps",
-                str(args.reps),
-            ]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+            cmd = [sys.executable, __file__, "--case", f"{size}:{backend}"]
+            for flag in (
+                "reps",
+                "dim",
+                "candidates",
+                "ef_search",
+                "ef_construction",
+                "hnsw_m",
+                "threads",
+            ):
+                value = getattr(args, flag)
+                if value:
+                    cmd += [f"--{flag.replace('_', '-')}", str(value)]
+            t = time.perf_counter()
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=os.environ)
             if res.returncode != 0:
-                print(f"{size} {backend}: failed\n{res.stderr[-2000:]}", flush=True)
+                print(f"{size} {backend}: failed (stderr above)", flush=True)
                 continue
             row = json.loads(res.stdout.strip().splitlines()[-1])
+            row["case_wall_s"] = time.perf_counter() - t
             rows.append(row)
             print(json.dumps(row), flush=True)
+            path = args.json or f"index-benchmark-{args.sizes.replace(',', '-')}.json"
+            with open(path, "w") as fh:  # after every case: a later failure keeps the rows
+                json.dump(rows, fh, indent=1)
     hdr = (
-        "| gallery | lists | build s | recall@100 lists | index MB (× feat+lists) | peak MB "
+        "| gallery | dim | lists | build s | lists recall@100 | index MB (× feat+lists) | peak MB "
         "| plain 1 p50/p99 ms | plain 64 | faiss 1 | faiss 64 | rerank 1 p50/p99 ms "
-        "| rerank 64 | full rerank 1 |"
+        "| rerank 64 | top-L rerank 1 | top-L rerank 64 | top-L recall@100 | full rerank 1 "
+        "| case s |"
     )
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
@@ -185,18 +241,21 @@ def main() -> None:
     def f(v: object) -> str:
         return "" if v is None else f"{v[0]:.1f} / {v[1]:.1f}"  # type: ignore[index]
 
+    def r3(v: object) -> str:
+        return "" if v is None else f"{v:.3f}"
+
     for r in rows:
         print(
-            f"| {r['size']} | {r['backend']} | {r['build_s']:.1f} | "
-            f"{format(r['recall@100'], '.3f') if 'recall@100' in r else ''} | "
+            f"| {r['size']} | {r['dim']} | {r['backend']} | {r['build_s']:.1f} | "
+            f"{r3(r.get('recall@100'))} | "
             f"{r['index_MB']:.0f} ({r['ratio']:.2f}×) | {r['peak_rss_MB']:.0f} | "
             f"{f(r['plain_1'])} | {f(r['plain_64'])} | {f(r.get('faiss_1'))} | "
             f"{f(r.get('faiss_64'))} | {f(r['rerank_1'])} | {f(r['rerank_64'])} | "
-            f"{f(r.get('full_rerank_1'))} |"
+            f"{f(r.get('topl_rerank_1'))} | {f(r.get('topl_rerank_64'))} | "
+            f"{r3(r.get('topl_recall@100_vs_full_pass'))} | {f(r.get('full_rerank_1'))} | "
+            f"{r['case_wall_s']:.0f} |"
         )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    print(f"load average at end: {os.getloadavg()}", flush=True)
 
 
 if __name__ == "__main__":

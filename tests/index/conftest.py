@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from vreid.core.config import load_config
-from vreid.models.checkpoint import arch_from_config, build_from_arch, save_model_checkpoint
+from vreid.inference.attributes import attribute_arch
+from vreid.models.attributes import AttributeModel
+from vreid.models.checkpoint import (
+    arch_from_config,
+    build_from_arch,
+    save_checkpoint,
+    save_model_checkpoint,
+)
 
 
 def _random_checkpoint(path: Path, seed: int) -> Path:
@@ -47,3 +54,23 @@ def image_folders(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) ->
     for p in gallery_all[cut:]:
         shutil.copy(p, more / p.name)
     return {"query": query, "gallery": gallery, "more": more}
+
+
+@pytest.fixture(scope="session")
+def random_attribute_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weights attribute model (resnet18, 32×64, 16-d heads) saved as `vreid
+    train-attributes` saves one (its heads marked trained, so the index accepts it)."""
+    cfg = load_config(None, ["model.image_size=[32,64]"])
+    torch.manual_seed(5)
+    model = AttributeModel("resnet18", 8, pretrained=None, embed_dim=16)
+    path = tmp_path_factory.mktemp("index_attributes") / "attributes.pt"
+    return save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "arch": attribute_arch(model),
+            "config": cfg.model_dump(mode="json"),
+            "epoch": 0,
+            "heads_trained": True,
+        },
+    )

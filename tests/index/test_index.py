@@ -16,7 +16,14 @@ from vreid.inference.extract import Extractor
 from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.index_store import MANIFEST, GalleryIndex
 from vreid.retrieval.online import exact_neighbours
-from vreid.workflows.index import Searcher, add_to_index, build_index, compute_neighbours
+from vreid.retrieval.online import timings as online_timings
+from vreid.workflows.index import (
+    Searcher,
+    add_to_index,
+    build_index,
+    compute_neighbours,
+    remove_from_index,
+)
 
 
 def _cfg(*extra: str):
@@ -181,3 +188,171 @@ def test_cli_build_add_query(random_checkpoints, image_folders, tmp_path, vreid_
     r = vreid_cli("query", str(tmp_path / "nothing"), str(image_folders["query"]))
     assert r.returncode == 2
     assert "manifest.json" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def built_with_attributes(
+    random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path_factory
+) -> Path:
+    out = tmp_path_factory.mktemp("index_attr") / "ix"
+    build_index(
+        image_folders["gallery"],
+        out,
+        random_checkpoints,
+        config=_cfg(),
+        attribute_checkpoint=random_attribute_checkpoint,
+        progress=False,
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        (),  # the γ's the metadata lists were built with: online
+        ("retrieval.k1=6", "retrieval.k2=2", "retrieval.lambda_value=0.5"),  # online
+        ("retrieval.gamma_type=0.4",),  # other γ's: the chain's full re-ranking
+    ],
+)
+def test_query_with_attribute_metadata_equals_the_chain(
+    built_with_attributes, image_folders, settings
+):
+    cfg = _cfg(*settings)
+    searcher = Searcher(built_with_attributes, config=cfg)
+    assert searcher.index.metadata_weights == {"type": 0.2, "color": 0.1}
+    queries = sorted(image_folders["query"].iterdir())
+    feats, attrs = searcher.features_of(queries)
+    online_timings.clear()
+    online, row = searcher.distances(feats, attrs)
+    # the online path ran where the lists fit the γ's (it records its phases), and only there
+    assert bool(online_timings) == (settings != ("retrieval.gamma_type=0.4",))
+    assert row == "ensemble+rerank+metadata"
+    ix = GalleryIndex(built_with_attributes)
+    gallery = {m: np.array(ix.features(m)) for m in feats}
+    gallery_attrs = {h: np.array(ix.attributes(h)) for h in ("type", "color")}
+    for i in range(len(queries)):
+        chain = RetrievalChain(
+            cfg.retrieval,
+            {m: (feats[m][i : i + 1], gallery[m]) for m in feats},
+            attributes={h: (attrs[h][i : i + 1], a) for h, a in gallery_attrs.items()},
+            device="cpu",
+        )
+        ref = chain.final_distances()[0]
+        np.testing.assert_allclose(online[i], ref, atol=1e-5)
+        assert (np.argsort(online[i], kind="stable") == np.argsort(ref, kind="stable")).all()
+
+
+def test_add_with_attributes_equals_building_everything(
+    built_with_attributes, random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path
+):
+    grown = tmp_path / "grown"
+    shutil.copytree(built_with_attributes, grown)
+    add_to_index(grown, image_folders["more"], config=_cfg(), progress=False)
+    both = tmp_path / "both"
+    both.mkdir()
+    for sub in ("gallery", "more"):
+        for p in image_folders[sub].iterdir():
+            shutil.copy(p, both / p.name)
+    ref = tmp_path / "ref"
+    build_index(
+        both,
+        ref,
+        random_checkpoints,
+        config=_cfg(),
+        attribute_checkpoint=random_attribute_checkpoint,
+        progress=False,
+    )
+    a, b = GalleryIndex(grown), GalleryIndex(ref)
+    assert a.metadata_weights == b.metadata_weights == {"type": 0.2, "color": 0.1}
+    order = np.argsort([Path(p).name for p in a.items().paths])
+    inverse = np.argsort(order)  # old id → id in the fresh build
+    for model in ("model0", "model1"):
+        ia, da, ra, ma = a.metadata_neighbours(model)
+        ib, db, rb, mb = b.metadata_neighbours(model)
+        # float32 rounding of |x|² + |y|² − 2x·y over blocks of another shape: ~2e-5 relative
+        np.testing.assert_allclose(da[order], db, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ra[order], rb, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ma[:, order], mb, rtol=1e-4, atol=1e-5)
+        assert (inverse[ia[order]] == ib).mean() > 0.99  # the same lists (up to float ties)
+        # some old rows had a component maximum raised by the new items (recomputed rows)
+        before = GalleryIndex(built_with_attributes).metadata_neighbours(model)[3]
+        assert (ma[:, : before.shape[1]] > before).any(0).sum() > 0
+
+
+def test_faiss_index_queries_through_a_top_l_search(random_checkpoints, image_folders, tmp_path):
+    pytest.importorskip("faiss")
+    out = tmp_path / "fx"
+    build_index(
+        image_folders["gallery"],
+        out,
+        random_checkpoints[:1],
+        config=_cfg(),
+        backend="faiss",
+        progress=False,
+    )
+    files = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
+    assert (out / files["hnsw"]).is_file()
+    queries = sorted(image_folders["query"].iterdir())
+    full = Searcher(out, config=_cfg(), candidates=0)
+    assert full.candidates == 0
+    feats, _ = full.features_of(queries)
+    ref, _ = full.distances(feats)
+    top_l = Searcher(out, config=_cfg())
+    assert top_l.candidates == 1000  # the default: more than the gallery, every item found
+    online_timings.clear()
+    got, _ = top_l.distances(feats)
+    assert online_timings  # the online path ran
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    few, _ = Searcher(out, config=_cfg(), candidates=5).distances(feats)
+    assert few.shape == ref.shape
+    for a, e in zip(few, ref, strict=True):  # the 5 candidates lead the ranking
+        assert np.argsort(a, kind="stable")[0] == np.argsort(e, kind="stable")[0]
+    add_to_index(out, image_folders["more"], config=_cfg(), progress=False)
+    grown = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
+    assert grown["hnsw"].startswith("neighbours/gen-00002/")
+    assert Searcher(out, config=_cfg()).distances(feats)[0].shape[1] == GalleryIndex(out).count
+
+
+@pytest.mark.parametrize("attributes", [False, True])
+def test_remove_equals_building_the_rest(
+    random_checkpoints, random_attribute_checkpoint, image_folders, tmp_path, vreid_cli, attributes
+):
+    attr = {"attribute_checkpoint": random_attribute_checkpoint} if attributes else {}
+    both = tmp_path / "both"
+    both.mkdir()
+    for sub in ("gallery", "more"):
+        for p in image_folders[sub].iterdir():
+            shutil.copy(p, both / f"{sub}_{p.name}")
+    ix = tmp_path / "ix"
+    build_index(both, ix, random_checkpoints, config=_cfg(), progress=False, **attr)
+    gone = sorted(both.glob("more_*"))
+    drop_ids = [i for i, p in enumerate(GalleryIndex(ix).items().paths) if "more_" in p][:2]
+    remove_from_index(ix, [str(p) for p in gone[2:]] + drop_ids, config=_cfg())
+    assert [d.name for d in (ix / "neighbours").iterdir()] == ["gen-00002"]
+    rest = tmp_path / "rest"
+    rest.mkdir()
+    for p in both.glob("gallery_*"):
+        shutil.copy(p, rest / p.name)
+    ref = tmp_path / "ref"
+    build_index(rest, ref, random_checkpoints, config=_cfg(), progress=False, **attr)
+    a, b = GalleryIndex(ix), GalleryIndex(ref)
+    assert [Path(p).name for p in a.items().paths] == [Path(p).name for p in b.items().paths]
+    for model in ("model0", "model1"):
+        np.testing.assert_allclose(a.features(model), b.features(model), atol=1e-5)
+        ia, da, ma = a.neighbours(model)
+        ib, db, mb = b.neighbours(model)
+        np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ma, mb, rtol=1e-4, atol=1e-5)
+        assert (ia == ib).mean() > 0.99  # the same lists (up to float ties)
+        if attributes:
+            got, want = a.metadata_neighbours(model), b.metadata_neighbours(model)
+            for x, y in zip(got[1:], want[1:], strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+            assert (got[0] == want[0]).mean() > 0.99
+    # the CLI: one more item by id, then an id that is not there
+    r = vreid_cli("index", "remove", str(ix), "0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert GalleryIndex(ix).count == b.count - 1
+    r = vreid_cli("index", "remove", str(ix), "100000", "--device", "cpu")
+    assert r.returncode == 2
+    assert "out of range" in r.stderr

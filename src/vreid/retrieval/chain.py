@@ -131,8 +131,10 @@ class RetrievalChain:
         self.models = list(self.features)
         self.device = device
         self.progress = progress
-        # {model: f(query_feats, k1=, k2=, lambda_value=) -> (q, g)}: the same re-ranking from
-        # stored gallery neighbour lists (vreid.retrieval.online); used without metadata only
+        # {model: f(query_feats, k1=, k2=, lambda_value=, metadata={head: (query (q, E),
+        # gallery (g, E), weight)}) -> (q, g) or None}: the same re-ranking from stored gallery
+        # neighbour lists (vreid.retrieval.online); None (lists without these heads/weights)
+        # means the full `rerank` runs instead
         self.rerankers = dict(rerankers or {})
         q, g = (len(x) for x in self.features[self.models[0]])
         for name, (fq, fg) in self.features.items():
@@ -223,10 +225,16 @@ class RetrievalChain:
             return original_distance(q, g, metadata=meta, device=self.device)
         n = self.num_query + self.num_gallery
         s = self.settings
-        if model in self.rerankers and not meta:
-            return self.rerankers[model](
-                q, k1=min(s.k1, n), k2=min(s.k2, n), lambda_value=s.lambda_value
+        if model in self.rerankers:
+            out = self.rerankers[model](
+                q,
+                k1=min(s.k1, n),
+                k2=min(s.k2, n),
+                lambda_value=s.lambda_value,
+                metadata=dict(zip(self.metadata_heads, meta, strict=True)),
             )
+            if out is not None:
+                return out
         return rerank(
             q,
             g,

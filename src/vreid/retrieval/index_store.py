@@ -12,6 +12,9 @@ Layout of an index folder (see docs/readme/index.md)::
         <model>.indices.npy         (N, K) int32 global item ids, sorted by D (ties by id)
         <model>.dists.npy           (N, K) float32 squared distances
         <model>.rowmax.npy          (N,) float32 largest squared distance of each row
+        <model>.meta.{indices,dists,rowmax,maxima}.npy   the same for the combined distance with
+                                    the attribute heads (and per-component row maxima)
+        <model>.hnsw.faiss          the faiss backend's HNSW graph (queries' top-L search)
 
 Writers create new files (shards, a new neighbour generation), then atomically replace
 ``manifest.json`` with one listing them; a file the manifest does not list is never read, so an
@@ -98,7 +101,7 @@ class GalleryIndex:
                 f"(found {self.manifest.get('format')!r} {self.manifest.get('version')!r})"
             )
         self.device = device
-        self._graphs: dict[str, NeighbourGraph] = {}
+        self._graphs: dict[tuple[str, bool], NeighbourGraph] = {}
         self._items: Items | None = None
 
     # ---- what the manifest says
@@ -157,13 +160,32 @@ class GalleryIndex:
         files = self.manifest["neighbours"]["files"][model]
         return tuple(read_npy(self._file(files[k])) for k in ("indices", "dists", "rowmax"))  # type: ignore[return-value]
 
+    @property
+    def metadata_weights(self) -> dict[str, float]:
+        """{head: γ} the metadata lists were built for ({} when there are none)."""
+        meta = self.manifest["neighbours"].get("metadata") or {}
+        return dict(zip(meta.get("heads", []), meta.get("weights", []), strict=True))
+
+    def metadata_neighbours(self, model: str) -> tuple[np.ndarray, ...]:
+        """``(indices (N, K), d' (N, K), rowmax of d' (N,), component maxima (1 + H, N))`` of the
+        combined distance with the attribute heads of :attr:`metadata_weights`."""
+        files = self.manifest["neighbours"]["files"][model]
+        keys = ("meta.indices", "meta.dists", "meta.rowmax", "meta.maxima")
+        return tuple(read_npy(self._file(files[k])) for k in keys)
+
     def memory_needed(self) -> int:
         """Bytes a query process holds: float32 features and neighbour lists of every model, and
-        the sparse re-ranking sets (≈ 60 entries of 12 bytes per item and model)."""
+        the sparse re-ranking sets (≈ 60 entries of 12 bytes per item and model); twice the
+        lists and sets with metadata lists; the faiss graph (a copy of the features and ≈ 2M
+        links per item) when there is one."""
         total = 0
         k = int(self.manifest["neighbours"]["k"])
+        lists = 2 if self.metadata_weights else 1  # plain lists, and the metadata ones
+        files = self.manifest["neighbours"]["files"]
         for m in self.manifest["models"]:
-            total += self.count * (4 * int(m["dim"]) + 12 * k + 4 + 60 * 12)
+            total += self.count * (4 * int(m["dim"]) + lists * (12 * k + 4 + 60 * 12))
+            if "hnsw" in files.get(m["name"], {}):  # the graph holds its own copy of the features
+                total += self.count * (4 * int(m["dim"]) + 2 * 32 * 4)
         return total
 
     def check_memory(self, fraction: float = 0.8) -> None:
@@ -175,15 +197,29 @@ class GalleryIndex:
                 "models, or split the gallery into several indexes"
             )
 
-    def graph(self, model: str, feats: np.ndarray | None = None) -> NeighbourGraph:
+    def graph(
+        self, model: str, feats: np.ndarray | None = None, *, metadata: bool = False
+    ) -> NeighbourGraph:
         """The model's :class:`NeighbourGraph` (features in float32, in memory; ``feats``: the
-        float32 features if the caller holds them already, shared), loaded once."""
-        if model not in self._graphs:
-            idx, d, rowmax = self.neighbours(model)
+        float32 features if the caller holds them already, shared), loaded once; ``metadata``:
+        the one of the combined distance with the attribute heads (:attr:`metadata_weights`)."""
+        key = (model, metadata)
+        if key not in self._graphs:
             if feats is None:
                 feats = np.array(self.features(model), dtype=np.float32)
-            self._graphs[model] = NeighbourGraph(feats, idx, d, rowmax, device=self.device)
-        return self._graphs[model]
+            if metadata:
+                idx, d, rowmax, maxima = self.metadata_neighbours(model)
+                heads = [
+                    (np.asarray(self.attributes(h), dtype=np.float32), w)
+                    for h, w in self.metadata_weights.items()
+                ]
+                self._graphs[key] = NeighbourGraph(
+                    feats, idx, d, rowmax, metadata=heads, maxima=maxima, device=self.device
+                )
+            else:
+                idx, d, rowmax = self.neighbours(model)
+                self._graphs[key] = NeighbourGraph(feats, idx, d, rowmax, device=self.device)
+        return self._graphs[key]
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:

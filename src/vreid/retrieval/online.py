@@ -24,19 +24,26 @@ What a query changes (everything else is reused):
    rows replace their stored values.
 
 The cost per query is one pass over the gallery features plus work proportional to |A| (hundreds
-to a few thousand rows), not the O(N²) of a full re-ranking. Metadata (attribute distances in d')
-is not handled here: callers fall back to the full :func:`rerank` then.
+to a few thousand rows), not the O(N²) of a full re-ranking.
+
+With attribute metadata (d' = d / M₀ + Σ w · d_meta / M_meta, ``rerank(…, metadata=…)``) the
+stored lists, values and row maxima are those of d', with each row's component maxima M_c. A
+query that raises some M_c(i) re-weights row i's whole d' row (its order can change): such rows
+are recomputed against the gallery (:meth:`NeighbourGraph._fresh_rows`) and treated as changed
+lists in step 3; every other row is handled as above with d' for d.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from vreid.core.devices import resolve_device
-from vreid.retrieval.reranking import concat_ranges
+from vreid.retrieval.reranking import _tiles, concat_ranges
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -98,24 +105,121 @@ def exact_neighbours(
     Returns ``(indices (n, k) long, d (n, k) float32, rowmax (n,))``, rows sorted by d, ties by
     index; blockwise (memory: ``block_rows`` × len(others) floats), CPU or CUDA.
     """
+    idx, val, rowmax, _ = combined_neighbours(
+        feats, k, others=others, device=device, block_rows=block_rows
+    )
+    return idx, val, rowmax
+
+
+def combined_neighbours(
+    feats: ArrayLike,
+    k: int,
+    *,
+    others: ArrayLike | None = None,
+    metadata: Sequence[tuple[ArrayLike, ArrayLike | None, float]] = (),
+    maxima: ArrayLike | None = None,
+    device: str | torch.device | None = "cpu",
+    block_rows: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of every row of ``feats`` (n, D) among ``others`` (m, D) (default: itself) by the
+    distance re-ranking starts from: d (squared Euclidean) without metadata, with metadata
+    ``[(meta (n, E), meta_others (m, E) or None for itself, weight), …]`` d' = d / M₀ + Σ
+    weight · d_meta / M_meta, each M the row's largest distance of that component (as
+    :func:`vreid.retrieval.reranking.rerank` defines it; a zero maximum counts as 1).
+
+    ``maxima`` (1 + len(metadata), n): the rows' component maxima over items outside ``others``
+    (an index's older items); the maxima used are then the larger of those and the ones over
+    ``others``. Returns ``(indices (n, k) long, values (n, k) float32, rowmax (n,) of the values
+    over others, component maxima (1 + len(metadata), n))``, rows sorted by value, ties by index.
+    """
     dev = resolve_device(device)
-    x = _as_feats(feats, dev)
-    y = x if others is None else _as_feats(others, dev)
-    n, m = x.shape[0], y.shape[0]
+    xs = [_as_feats(feats, dev)]
+    if others is None and not metadata and maxima is None and xs[0].shape[0] > 2 * _TILE:
+        return _self_neighbours(xs[0], k)
+    ys = [xs[0] if others is None else _as_feats(others, dev)]
+    weights = []
+    for mx, my, w in metadata:
+        xs.append(_as_feats(mx, dev))
+        ys.append(xs[-1] if my is None else _as_feats(my, dev))
+        weights.append(float(w))
+    n, m = xs[0].shape[0], ys[0].shape[0]
     k = min(k, m)
-    sy = (y * y).sum(1)
+    sy = [(y * y).sum(1) for y in ys]
+    base = None if maxima is None else _tensor(maxima, dev, torch.float32).reshape(len(xs), n)
     idx = torch.empty((n, k), dtype=torch.long, device=dev)
     val = torch.empty((n, k), device=dev)
     rowmax = torch.zeros(n, device=dev)
+    comp_max = torch.zeros((len(xs), n), device=dev)
     with torch.no_grad():
         for s in range(0, n, block_rows):
-            xb = x[s : s + block_rows]
-            d = torch.addmm((xb * xb).sum(1)[:, None] + sy[None], xb, y.T, alpha=-2.0)
-            d.clamp_min_(0.0)
-            rowmax[s : s + block_rows] = d.amax(1)
+            e = min(s + block_rows, n)
+            parts = []
+            for c, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                xb = x[s:e]
+                d = torch.addmm((xb * xb).sum(1)[:, None] + sy[c][None], xb, y.T, alpha=-2.0)
+                d.clamp_min_(0.0)
+                comp_max[c, s:e] = d.amax(1) if m else 0.0
+                parts.append(d)
+            if base is not None:
+                comp_max[:, s:e] = torch.maximum(comp_max[:, s:e], base[:, s:e])
+            d = combine_distances(parts, _safe(comp_max[:, s:e])[:, :, None], weights)
+            rowmax[s:e] = d.amax(1)
             v, i = d.topk(k, dim=1, largest=False, sorted=False)
-            val[s : s + block_rows], idx[s : s + block_rows] = _sort_rows(v, i)
-    return idx, val, rowmax
+            val[s:e], idx[s:e] = _sort_rows(v, i)
+    return idx, val, rowmax, comp_max
+
+
+#: tile edge of the symmetric all-pairs pass
+_TILE = 2048
+
+
+def _self_neighbours(
+    x: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`combined_neighbours` of a gallery (n, D) against itself without metadata: d is
+    symmetric, so only the tiles on and above the diagonal are computed (half the products of
+    the row-block pass); each tile's top-k along both axes is merged into its rows' and its
+    columns' lists, sorted by d (ties by index) at the end."""
+    n = x.shape[0]
+    k = min(k, n)
+    sq = (x * x).sum(1)
+    val = torch.full((n, k), float("inf"), device=x.device)
+    idx = torch.full((n, k), -1, dtype=torch.long, device=x.device)
+    rowmax = torch.zeros(n, device=x.device)
+
+    def merge(rows: slice, v: torch.Tensor, i: torch.Tensor) -> None:
+        cv, ci = torch.cat([val[rows], v], 1), torch.cat([idx[rows], i], 1)
+        mv, at = cv.topk(k, dim=1, largest=False, sorted=False)
+        val[rows], idx[rows] = mv, ci.gather(1, at)
+
+    with torch.no_grad():
+        for rows, cols in _tiles(n, _TILE):
+            d = torch.addmm(sq[rows, None] + sq[None, cols], x[rows], x[cols].T, alpha=-2.0)
+            d.clamp_min_(0.0)
+            rowmax[rows] = torch.maximum(rowmax[rows], d.amax(1))
+            v, i = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+            merge(rows, v, i + cols.start)
+            if cols != rows:
+                rowmax[cols] = torch.maximum(rowmax[cols], d.amax(0))
+                v, i = d.topk(min(k, d.shape[0]), dim=0, largest=False, sorted=False)
+                merge(cols, v.T, i.T + rows.start)
+        val, idx = _sort_rows(val, idx)
+    return idx, val, rowmax, rowmax[None].clone()
+
+
+def combine_distances(
+    parts: Sequence[torch.Tensor], maxima: torch.Tensor, weights: Sequence[float]
+) -> torch.Tensor:
+    """d' from per-component distances ``parts`` (each (n,) or (n, m)) and their rows' maxima
+    ``maxima`` (C, n) or (C, n, 1) (zero already replaced by 1): ``parts[0]`` itself without
+    metadata, else (d / M₀ + w₁ · (d₁ / M₁)) + … — the operation order of
+    :func:`vreid.retrieval.reranking.rerank`, so the values agree to the last bit."""
+    if not weights:
+        return parts[0]
+    out = parts[0] / maxima[0]
+    for c, w in enumerate(weights, start=1):
+        out = out + w * (parts[c] / maxima[c])
+    return out
 
 
 def merge_neighbours(
@@ -192,6 +296,18 @@ class NeighbourGraph:
     ``indices`` (g, K) gallery indices sorted by D = d / rowmax (ties by index), ``dists`` (g, K)
     their d (squared Euclidean distances), ``rowmax`` (g,) the largest d of each row over the
     gallery. ``feats`` (g, D) the features (float16 storage is accepted; computed in float32).
+
+    With attribute metadata (``metadata``: ``[(meta (g, E), weight), …]``, ``maxima`` (1 +
+    len(metadata), g): each row's largest distance of every component over the gallery, as
+    :func:`combined_neighbours` returns them) the lists, ``dists`` and ``rowmax`` are those of
+    the combined distance d' = d / M₀ + Σ weight · d_meta / M_meta, and a query gives its
+    attribute features too (``rerank(…, metadata=[meta (q, E), …])``).
+
+    ``candidates``: ``f(query (D,)) → (ids (L,), d (L,), largest d)``, a top-L search (faiss)
+    that replaces the full pass over the gallery for d(q, ·) (without metadata): a gallery item
+    outside the L takes D = 1 in the query's row and its row's maximum as d(i, q), so the query
+    enters only the lists of the L candidates. Exact whenever every row the query enters is
+    among the L and the largest d is right; the benchmark measures the recall it costs.
     """
 
     def __init__(
@@ -201,11 +317,19 @@ class NeighbourGraph:
         dists: ArrayLike,
         rowmax: ArrayLike,
         *,
+        metadata: Sequence[tuple[ArrayLike, float]] = (),
+        maxima: ArrayLike | None = None,
+        candidates: Callable[[torch.Tensor], tuple[Any, Any, float]] | None = None,
         device: str | torch.device | None = "cpu",
     ) -> None:
         self.device = resolve_device(device)
+        self.candidates = candidates
         self.feats = _as_feats(feats, self.device)
-        self.sqnorm = (self.feats * self.feats).sum(1)
+        # the components of the distance: the features, then each attribute head's
+        self.parts = [self.feats] + [_as_feats(mf, self.device) for mf, _ in metadata]
+        self.weights = [float(w) for _, w in metadata]
+        self.part_sqnorm = [(f * f).sum(1) for f in self.parts]
+        self.sqnorm = self.part_sqnorm[0]
         self.indices = _tensor(indices, self.device, torch.long)
         self.dists = _tensor(dists, self.device, torch.float32)
         self.rowmax = _tensor(rowmax, self.device, torch.float32)
@@ -215,14 +339,30 @@ class NeighbourGraph:
                 f"neighbour lists {tuple(self.indices.shape)} / {tuple(self.dists.shape)} do not "
                 f"match {g} gallery items"
             )
+        if self.weights:
+            if maxima is None:
+                raise ValueError("neighbour lists with metadata need the component maxima")
+            self.maxima = _tensor(maxima, self.device, torch.float32).reshape(len(self.parts), g)
+            if any(p.shape[0] != g for p in self.parts):
+                raise ValueError(f"metadata features do not match {g} gallery items")
+        else:
+            self.maxima = self.rowmax[None]
         self._prepared: tuple[int, int] | None = None
 
     @classmethod
     def build(
-        cls, feats: ArrayLike, k: int = DEFAULT_K, *, device: str | torch.device | None = "cpu"
+        cls,
+        feats: ArrayLike,
+        k: int = DEFAULT_K,
+        *,
+        metadata: Sequence[tuple[ArrayLike, float]] = (),
+        device: str | torch.device | None = "cpu",
     ) -> NeighbourGraph:
-        idx, d, rowmax = exact_neighbours(feats, k, device=device)
-        return cls(feats, idx, d, rowmax, device=device)
+        """Exact lists of ``feats`` (g, D) (and ``metadata`` [(meta (g, E), weight), …])."""
+        idx, d, rowmax, maxima = combined_neighbours(
+            feats, k, metadata=[(mf, None, w) for mf, w in metadata], device=device
+        )
+        return cls(feats, idx, d, rowmax, metadata=metadata, maxima=maxima, device=device)
 
     @property
     def size(self) -> int:
@@ -232,30 +372,49 @@ class NeighbourGraph:
     def k(self) -> int:
         return self.indices.shape[1]
 
+    @property
+    def metadata_weights(self) -> list[float]:
+        return list(self.weights)
+
     # ---- the gallery-only V and V_qe (once per k1, k2)
-    def _pair_d(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """d of gallery pairs (a[n], b[n]) from the features."""
+    def _pair_d(
+        self, a: torch.Tensor, b: torch.Tensor, maxima: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """d (d' with metadata, rows normalised by ``maxima`` (C, g), zero-safe; default: the
+        stored ones) of gallery pairs (a[n], b[n]) from the features → (n,)."""
         out = torch.empty(a.shape[0], device=self.device)
-        step = max(1, (1 << 22) // max(1, self.feats.shape[1]))
+        m = _safe(self.maxima if maxima is None else maxima)
+        step = max(1, (1 << 22) // max(1, sum(p.shape[1] for p in self.parts)))
         for s in range(0, a.shape[0], step):
             x, y = a[s : s + step], b[s : s + step]
-            dot = (self.feats[x] * self.feats[y]).sum(1)
-            out[s : s + step] = (self.sqnorm[x] + self.sqnorm[y] - 2.0 * dot).clamp_min_(0.0)
+            parts = [
+                (sq[x] + sq[y] - 2.0 * (f[x] * f[y]).sum(1)).clamp_min_(0.0)
+                for f, sq in zip(self.parts, self.part_sqnorm, strict=True)
+            ]
+            out[s : s + step] = combine_distances(parts, m[:, x], self.weights)
         return out
 
     def _lookup_d(
-        self, rows: torch.Tensor, members: torch.Tensor, needed: torch.Tensor
+        self,
+        rows: torch.Tensor,
+        members: torch.Tensor,
+        needed: torch.Tensor,
+        maxima: torch.Tensor | None = None,
+        stale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """d(rows[b], members[b, j]) for gallery indices where ``needed``: the stored list when
-        there, else the features (other entries: arbitrary)."""
+        """d(rows[b], members[b, j]) (d' with metadata) for gallery indices where ``needed``:
+        the stored list when there and the row is not ``stale`` (g,) bool, else the features
+        (with ``maxima``, see :meth:`_pair_d`); other entries: arbitrary."""
         srt = self._by_index[rows]
         pos = torch.searchsorted(srt, members).clamp_max_(srt.shape[1] - 1)
         hit = srt.gather(1, pos) == members
+        if stale is not None:
+            hit &= ~stale[rows][:, None]
         vals = self._d_by_index[rows].gather(1, pos)
         miss = needed & ~hit
         if bool(miss.any()):
             mi, mj = miss.nonzero(as_tuple=True)
-            vals[mi, mj] = self._pair_d(rows[mi], members[mi, mj])
+            vals[mi, mj] = self._pair_d(rows[mi], members[mi, mj], maxima)
         return vals
 
     def prepare(self, k1: int, k2: int) -> None:
@@ -349,41 +508,119 @@ class NeighbourGraph:
         return total
 
     # ---- one query
-    def query_distances(self, query: torch.Tensor) -> torch.Tensor:
-        """d(query, gallery) (g,) squared distances."""
+    def query_distances(self, query: torch.Tensor, part: int = 0) -> torch.Tensor:
+        """d(query, gallery) (g,) squared distances of component ``part`` (0: the features)."""
         q = query.to(self.device, torch.float32)
-        return (self.sqnorm + (q * q).sum() - 2.0 * (self.feats @ q)).clamp_min_(0.0)
+        f, sq = self.parts[part], self.part_sqnorm[part]
+        return (sq + (q * q).sum() - 2.0 * (f @ q)).clamp_min_(0.0)
+
+    def _fresh_rows(
+        self, rows: torch.Tensor, maxima: torch.Tensor, dgq: torch.Tensor, w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gallery rows whose component maxima the query changed: their d' over the whole
+        gallery again (the order of d' changes, not only its scale). Returns the item-indexed
+        lists (|rows|, w) (the query is item 0 and wins ties) and the rows' raw maxima of d'."""
+        g = self.size
+        lists = torch.empty((rows.shape[0], w), dtype=torch.long, device=self.device)
+        top = torch.empty(rows.shape[0], device=self.device)
+        step = max(1, (1 << 24) // max(1, g * len(self.parts)))
+        for s in range(0, rows.shape[0], step):
+            r = rows[s : s + step]
+            parts = [
+                torch.addmm(sq[r][:, None] + sq[None], f[r], f.T, alpha=-2.0).clamp_min_(0.0)
+                for f, sq in zip(self.parts, self.part_sqnorm, strict=True)
+            ]
+            d = combine_distances(parts, _safe(maxima[:, r])[:, :, None], self.weights)
+            mx = torch.maximum(d.amax(1), dgq[r])
+            full = torch.cat([dgq[r][:, None], d], 1) / _safe(mx)[:, None]
+            lists[s : s + step] = full.sort(dim=1, stable=True).indices[:, :w]
+            top[s : s + step] = mx
+        return lists, top
 
     def rerank_one(
-        self, query: ArrayLike, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+        self,
+        query: ArrayLike,
+        *,
+        k1: int = 20,
+        k2: int = 6,
+        lambda_value: float = 0.3,
+        metadata: Sequence[ArrayLike] = (),
     ) -> torch.Tensor:
-        """Re-ranked distances (g,) of one query (D,) against the gallery (float32)."""
+        """Re-ranked distances (g,) of one query (D,) against the gallery (float32); with
+        metadata, ``metadata`` holds the query's attribute features (E,) of every head."""
         g = self.size
         n = g + 1
         k1 = min(k1, n)
         k2 = min(k2, n)
+        if len(metadata) != len(self.weights):
+            raise ValueError(
+                f"the lists were built with {len(self.weights)} metadata heads, the query has "
+                f"{len(metadata)}"
+            )
         self.prepare(k1, k2)
         dev = self.device
         with torch.no_grad():
             qv = torch.as_tensor(np.asarray(query) if not torch.is_tensor(query) else query)
+            qv = qv.reshape(-1)
             lap = _Laps()
-            dq = self.query_distances(qv.reshape(-1))  # (g,)
+            maxima = None  # the components' new row maxima (with metadata)
+            stale = None  # rows whose component maxima the query changed
+            pool = cand_ids = None  # the gallery rows the query can enter (None: all)
+            if self.weights:
+                parts = [self.query_distances(qv)] + [
+                    self.query_distances(torch.as_tensor(np.asarray(mq)).reshape(-1), c)
+                    for c, mq in enumerate(metadata, start=1)
+                ]
+                m_q = _safe(torch.stack([p.max() for p in parts]))
+                dq_q = combine_distances(parts, m_q, self.weights)  # d'(q, ·)
+                maxima = torch.maximum(self.maxima, torch.stack(parts))
+                stale = (maxima != self.maxima).any(0)
+                dgq = combine_distances(parts, _safe(maxima), self.weights)  # d'(·, q)
+                dq_row = dq_q / _safe(dq_q.max())
+            elif self.candidates is not None:
+                # top-L search: a non-candidate sits at D = 1 in the query's row and at its
+                # row's maximum in the gallery rows (the query enters no list beyond the L)
+                pool, cand_d, far = self.candidates(qv)
+                pool = cand_ids = torch.as_tensor(pool, device=dev, dtype=torch.long)
+                cand_d = torch.as_tensor(cand_d, device=dev, dtype=torch.float32)
+                m_q = _safe(torch.maximum(cand_d.max(), torch.as_tensor(float(far), device=dev)))
+                dq_row = torch.ones(g, device=dev)
+                dq_row[pool] = cand_d / m_q
+                dgq = self.rowmax.clone()
+                dgq[pool] = cand_d
+            else:
+                dgq = self.query_distances(qv)
+                dq_row = dgq / _safe(dgq.max())
             lap("query distances")
-            # the query's row: D over all items (itself first, at 0)
-            dq_row = dq / _safe(dq.max())
             d_full = torch.cat([torch.zeros(1, device=dev), dq_row])
             # gallery rows: new maxima, the query's D and its place in each list
-            m_old = _safe(self.rowmax)
-            m_new = _safe(torch.maximum(self.rowmax, dq))
-            m_changed = m_new != m_old
-            d_gq = dq / m_new
             w = min(max(k1 + 1, k2), n)
+            raw_new = torch.maximum(self.rowmax, dgq)
+            s_rows = torch.zeros(0, dtype=torch.long, device=dev)
+            s_lists = torch.zeros((0, w), dtype=torch.long, device=dev)
+            if stale is not None and bool(stale.any()):
+                s_rows = stale.nonzero().squeeze(1)
+                s_lists, raw_new[s_rows] = self._fresh_rows(s_rows, maxima, dgq, w)
+            m_old = _safe(self.rowmax)
+            m_new = _safe(raw_new)
+            m_changed = m_new != m_old
+            if stale is not None:
+                m_changed |= stale
+            d_gq = dgq / m_new
             cut = min(self.k, w)
             # rows where the query takes a place among the first w (strict <: it wins ties)
-            if cut < w:  # a gallery smaller than w: every list holds every item
-                r_rows = torch.arange(g, device=dev)
+            # (vector operations over the whole gallery: no index gathers on the full pass)
+            if pool is None:
+                enter = torch.ones(g, dtype=torch.bool, device=dev)
+                if cut >= w:  # else a gallery smaller than w: every list holds every item
+                    enter = d_gq <= self.dists[:, cut - 1] / m_new
+                if stale is not None:
+                    enter &= ~stale
+                r_rows = enter.nonzero().squeeze(1)
             else:
-                r_rows = (d_gq <= self.dists[:, cut - 1] / m_new).nonzero().squeeze(1)
+                if cut >= w:
+                    pool = pool[d_gq[pool] <= self.dists[pool, cut - 1] / m_new[pool]]
+                r_rows = pool
             listed = self.dists[r_rows, :cut] / m_new[r_rows, None]
             p = (listed < d_gq[r_rows, None]).sum(1)  # q's position in those rows' lists
             old = self.indices[r_rows, :cut] + 1
@@ -394,8 +631,11 @@ class NeighbourGraph:
             src = (t - (t > p[:, None]).long()).clamp_max_(old.shape[1] - 1)
             new_lists = torch.where(t == p[:, None], 0, old.gather(1, src))
             # the query's own list: every entry up to the (w-1)-th value, sorted with ties by index
-            kth = dq_row.topk(min(w - 1, g), largest=False, sorted=False).values.max()
-            top_i = (dq_row <= kth).nonzero().squeeze(1)
+            vals = dq_row if cand_ids is None else dq_row[cand_ids]
+            kth = vals.topk(min(w - 1, vals.shape[0]), largest=False, sorted=False).values.max()
+            top_i = (vals <= kth).nonzero().squeeze(1)
+            if cand_ids is not None:
+                top_i = cand_ids[top_i]
             q_order = _sort_rows(dq_row[top_i][None], top_i[None])[1][0][: w - 1] + 1
             q_ranks = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), q_order])
             # the rank table in item indexing (q = 0, gallery j = j + 1), width w: the stored
@@ -404,26 +644,29 @@ class NeighbourGraph:
             before = torch.get_num_threads()
             if dev.type == "cpu":  # small operations: one thread (others only add sync)
                 torch.set_num_threads(1)
-            saved = ranks[r_rows + 1].clone()
+            written = torch.cat([r_rows, s_rows]) + 1
+            saved = ranks[written].clone()
             ranks[0, : q_ranks.shape[0]] = q_ranks
-            ranks[r_rows + 1] = new_lists
+            ranks[written] = torch.cat([new_lists, s_lists])
+            changed = torch.cat([r_rows[p < min(k1 + 1, n)], s_rows])
             try:
                 return self._rerank_rest(
                     ranks,
-                    r_rows,
-                    p,
-                    dq,
+                    changed,
+                    dgq,
                     dq_row,
                     d_full,
                     m_new,
                     m_changed,
+                    maxima,
+                    stale,
                     k1,
                     k2,
                     lambda_value,
                     lap,
                 )
             finally:
-                ranks[r_rows + 1] = saved
+                ranks[written] = saved
                 torch.set_num_threads(before)
 
     def _base_ranks(self, w: int) -> torch.Tensor:
@@ -439,17 +682,27 @@ class NeighbourGraph:
         return self._base
 
     def _rerank_rest(
-        self, ranks, r_rows, p, dq, dq_row, d_full, m_new, m_changed, k1, k2, lambda_value, lap
+        self,
+        ranks,
+        changed,
+        dgq,
+        dq_row,
+        d_full,
+        m_new,
+        m_changed,
+        maxima,
+        stale,
+        k1,
+        k2,
+        lambda_value,
+        lap,
     ) -> torch.Tensor:
         g = self.size
         n = g + 1
         dev = self.device
         lap("lists")
-        # A: the rows whose V changes
-        k1p = min(k1 + 1, n)
-        # rows that list an item among their first k1 + 1 (gallery lists; the query's own
-        # changes are the rows whose list now holds it, which are in `changed` themselves)
-        changed = r_rows[p < k1p]
+        # A: the rows whose V changes. `changed`: the rows whose first k1 + 1 changed (the
+        # query entered them, or their component maxima changed and they were recomputed)
 
         def listing(items: torch.Tensor) -> torch.Tensor:
             return self._listed_by.gather(items)[1]
@@ -467,8 +720,8 @@ class NeighbourGraph:
             gr = ~is_q
             gi, gm = rows[gr] - 1, members[gr]
             mq = gm == 0
-            dd = self._lookup_d(gi, (gm - 1).clamp_min(0), need[gr] & (gm > 0))
-            dd = torch.where(mq, dq[gi][:, None], dd)
+            dd = self._lookup_d(gi, (gm - 1).clamp_min(0), need[gr] & (gm > 0), maxima, stale)
+            dd = torch.where(mq, dgq[gi][:, None], dd)
             out[gr] = dd / m_new[gi][:, None]
             return out
 
@@ -517,12 +770,26 @@ class NeighbourGraph:
         k1: int = 20,
         k2: int = 6,
         lambda_value: float = 0.3,
+        metadata: Sequence[ArrayLike] = (),
     ) -> np.ndarray:
-        """Each query row re-ranked on its own against the gallery → float32 (q, g)."""
+        """Each query row (q, D) re-ranked on its own against the gallery → float32 (q, g);
+        ``metadata``: the queries' attribute features [(q, E), …] of every head the lists were
+        built with, in order."""
         qs = torch.as_tensor(np.asarray(queries) if not torch.is_tensor(queries) else queries)
+        meta = [torch.as_tensor(np.asarray(m)) for m in metadata]
         out = np.empty((qs.shape[0], self.size), dtype=np.float32)
         for i in range(qs.shape[0]):
-            out[i] = self.rerank_one(qs[i], k1=k1, k2=k2, lambda_value=lambda_value).cpu().numpy()
+            out[i] = (
+                self.rerank_one(
+                    qs[i],
+                    k1=k1,
+                    k2=k2,
+                    lambda_value=lambda_value,
+                    metadata=[m[i] for m in meta],
+                )
+                .cpu()
+                .numpy()
+            )
         return out
 
 

@@ -1068,6 +1068,25 @@ def index_add_cmd(
     typer.echo(f"{rep.added} images added in {rep.seconds:.1f} s; {rep.count} in {rep.root}")
 
 
+@index_app.command("remove")
+def index_remove_cmd(
+    index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="Gallery ids, image paths or folders (every item under it)."),
+    ],
+    device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Remove items from an index: their rows dropped, the lists that held them recomputed."""
+    from vreid.workflows.index import remove_from_index
+
+    cfg = _config(config, set_, runtime__device=device)
+    rep = remove_from_index(index, targets, config=cfg)
+    typer.echo(f"{-rep.added} images removed in {rep.seconds:.1f} s; {rep.count} in {rep.root}")
+
+
 @app.command("query")
 def query_cmd(
     index: Annotated[Path, typer.Argument(help="An index folder of `vreid index build`.")],
@@ -1079,6 +1098,15 @@ def query_cmd(
         bool | None, typer.Option("--rerank/--no-rerank", help="retrieval.rerank.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--candidates",
+            min=0,
+            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
+            "(default 1000; 0: a full pass over the gallery).",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -1094,7 +1122,7 @@ def query_cmd(
         config, set_, retrieval__top=top, retrieval__rerank=rerank, runtime__device=device
     )
     paths = query_images(images)
-    searcher = Searcher(index, config=cfg)
+    searcher = Searcher(index, config=cfg, candidates=candidates)
     for path, hits in zip(paths, searcher.search(paths), strict=True):
         if as_json:
             typer.echo(
@@ -1117,6 +1145,15 @@ def serve_cmd(
         str | None,
         typer.Option("--token", envvar="VREID_TOKEN", help="Access token (required off loopback)."),
     ] = None,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            "--candidates",
+            min=0,
+            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
+            "(default 1000; 0: a full pass over the gallery).",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -1126,7 +1163,7 @@ def serve_cmd(
     from vreid.workflows.serve import serve
 
     cfg = _config(config, set_, runtime__device=device)
-    serve(index, host=host, port=port, token=token, config=cfg)
+    serve(index, host=host, port=port, token=token, config=cfg, candidates=candidates)
 
 
 # ============================================================================================

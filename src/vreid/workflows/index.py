@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vreid.core.artefacts import read_json, run_lock, write_json_atomic, write_npy_atomic
+from vreid.core.artefacts import (
+    atomic_path,
+    read_json,
+    run_lock,
+    write_json_atomic,
+    write_npy_atomic,
+)
 from vreid.core.config import Config
 from vreid.core.devices import resolve_device
 from vreid.core.errors import ConfigError, DatasetError, VreidError
@@ -34,6 +40,7 @@ from vreid.data.loader import load_from_config
 from vreid.data.records import ImageRecord
 from vreid.inference.attributes import attribute_features
 from vreid.inference.extract import Extractor
+from vreid.retrieval.chain import ATTRIBUTE_HEADS as WEIGHTED_HEADS
 from vreid.retrieval.chain import RetrievalChain
 from vreid.retrieval.index_store import (
     ATTRIBUTE_HEADS,
@@ -46,7 +53,12 @@ from vreid.retrieval.index_store import (
     shard_name,
     write_manifest,
 )
-from vreid.retrieval.online import DEFAULT_K, exact_neighbours, merge_neighbours
+from vreid.retrieval.online import (
+    DEFAULT_K,
+    combined_neighbours,
+    exact_neighbours,
+    merge_neighbours,
+)
 from vreid.retrieval.submission import top_indices
 from vreid.workflows.search import _cropped
 
@@ -83,6 +95,41 @@ def _model_names(checkpoints: Sequence[Path]) -> list[str]:
 
 
 # ---- neighbour lists
+#: HNSW graph degree, construction and search breadth of the faiss backend (measured in
+#: docs/readme/index.md: at 50k items recall@100 of the lists is 0.934 with efConstruction 80
+#: and efSearch 512, 0.965 with efConstruction 200)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 512
+#: candidates L of a query's top-L search with the faiss backend (0: the full pass)
+DEFAULT_CANDIDATES = 1000
+#: efSearch of the farthest-item search (the nearest to −x). Measured on the benchmark's
+#: features (5k, 1000 rows): the true farthest found for 50.4 % / 82.6 % / 99.5 % of rows with
+#: efSearch 16 / 64 / 256 (largest shortfall of the maximum 2.9 % / 1.9 % / 1.2 %)
+FAR_EF_SEARCH = 256
+
+
+def _faiss() -> Any:
+    try:
+        import faiss  # optional extra: vreid[faiss]
+    except ImportError:
+        raise ConfigError(
+            "the faiss backend needs faiss: pip install 'vreid[faiss]' (faiss-cpu)"
+        ) from None
+    return faiss
+
+
+def hnsw_index(feats: np.ndarray) -> Any:
+    """A faiss HNSW index (L2) of ``feats`` (n, D) float32 with the backend's parameters."""
+    faiss = _faiss()
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(x)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
+
+
 def compute_neighbours(
     feats: np.ndarray,
     k: int,
@@ -90,10 +137,12 @@ def compute_neighbours(
     backend: str = "exact",
     device: str = "cpu",
     others: np.ndarray | None = None,
+    index: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Top-k neighbours of every row of ``feats`` among ``others`` (default: itself):
     ``(indices int32, d float32, rowmax float32, info)``; ``info`` has the backend and, for
-    faiss, ``recall@100`` against exact search on a sample of rows."""
+    faiss, ``recall@100`` against exact search on a sample of rows. ``index``: a faiss index of
+    ``others`` already built (:func:`hnsw_index`; built here when None)."""
     x = np.ascontiguousarray(feats, dtype=np.float32)
     y = x if others is None else np.ascontiguousarray(others, dtype=np.float32)
     info: dict[str, Any] = {"backend": backend}
@@ -107,17 +156,13 @@ def compute_neighbours(
         )
     if backend != "faiss":
         raise ConfigError(f"unknown index backend {backend!r} (use {', '.join(BACKENDS)})")
-    try:
-        import faiss  # optional extra: vreid[faiss]
-    except ImportError:
-        raise ConfigError(
-            "the faiss backend needs faiss: pip install 'vreid[faiss]' (faiss-cpu)"
-        ) from None
+    faiss = _faiss()
     k = min(k, len(y))
-    index = faiss.IndexHNSWFlat(y.shape[1], 32)
-    index.hnsw.efConstruction = 80
-    index.add(y)
-    index.hnsw.efSearch = max(128, 2 * k)
+    if index is None:
+        index = hnsw_index(y)
+    info.update({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
+    info["efSearch"] = index.hnsw.efSearch
     d, idx = index.search(x, k)
     # ties by index, like the exact lists; faiss may leave -1 for unreachable slots
     d = np.where(idx < 0, np.inf, d).astype(np.float32)
@@ -125,10 +170,15 @@ def compute_neighbours(
     d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
     order = np.argsort(d, axis=1, kind="stable")
     d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
-    # the row maximum: the farthest item is the nearest to −x for unit-norm features
-    far_index = faiss.IndexFlatIP(y.shape[1])
-    far_index.add(y)
-    _, far = far_index.search(-x, 1) if len(y) <= 200_000 else index.search(-x, 1)
+    # the row maximum: the farthest item is the nearest to −x for unit-norm features (exact
+    # up to 50k items; beyond, the flat search would cost what the exact lists cost)
+    info["rowmax"] = "exact" if len(y) <= 50_000 else "hnsw"
+    if len(y) <= 50_000:
+        far_index = faiss.IndexFlatIP(y.shape[1])
+        far_index.add(y)
+        _, far = far_index.search(-x, 1)
+    else:
+        _, far = index.search(-x, 1, params=faiss.SearchParametersHNSW(efSearch=FAR_EF_SEARCH))
     rowmax = ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32)
     rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
     # recall@100 of the approximate lists against exact search on a sample
@@ -137,12 +187,146 @@ def compute_neighbours(
     kk = min(100, len(y))
     exact_idx, _, _ = exact_neighbours(x[sample], kk, others=y, device=device)
     _, approx = index.search(x[sample], kk)
-    hits = [
-        len(set(a.tolist()) & set(e.tolist()))
-        for a, e in zip(approx, exact_idx.numpy(), strict=True)
-    ]
-    info["recall@100"] = float(np.sum(hits) / (kk * len(sample)))
+    info["recall@100"] = recall_at(approx, exact_idx.numpy())
     return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of ``truth`` (q, k) ids that the row of ``found`` (q, ≥ k)
+    holds: recall@k."""
+    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(found, truth, strict=True)]
+    return float(np.sum(hits) / max(1, truth.size))
+
+
+def top_l_search(index: Any, gallery: np.ndarray, size: int) -> Any:
+    """``f(query (D,)) → (ids (L,), d (L,), largest d)``: a top-L search of the faiss ``index``
+    of ``gallery`` (n, D) (efSearch raised to L) and its farthest item (the nearest to −q, the
+    features being unit vectors) — the ``candidates`` of
+    :class:`~vreid.retrieval.online.NeighbourGraph`."""
+    index.hnsw.efSearch = max(HNSW_EF_SEARCH, size)
+    top = min(size, len(gallery))
+    far_params = _faiss().SearchParametersHNSW(efSearch=FAR_EF_SEARCH)
+
+    def search(query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+        x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
+        d, ids = index.search(x, top)
+        keep = ids[0] >= 0
+        _, far = index.search(-x, 1, params=far_params)
+        return ids[0][keep], d[0][keep], float(((gallery[far[0, 0]] - x[0]) ** 2).sum())
+
+    return search
+
+
+def _write_hnsw(root: Path, gen: int, model: str, index: Any) -> str:
+    """The faiss HNSW index of a model's gallery in the neighbour generation (atomically)."""
+    path = root / "neighbours" / generation_name(gen) / f"{model}.hnsw.faiss"
+    with atomic_path(path) as tmp:
+        _faiss().write_index(index, str(tmp))
+    return str(path.relative_to(root))
+
+
+def _weighted_heads(config: Config, attributes: bool) -> dict[str, float]:
+    """{head: γ} of the attribute heads the retrieval settings weight, in the chain's order
+    ({} without attribute features): the heads of the metadata neighbour lists."""
+    if not attributes:
+        return {}
+    weights = {h: float(getattr(config.retrieval, key)) for h, key in WEIGHTED_HEADS}
+    return {h: w for h, w in weights.items() if w > 0}
+
+
+def metadata_lists(
+    feats: np.ndarray,
+    attrs: dict[str, np.ndarray],
+    heads: dict[str, float],
+    k: int,
+    *,
+    device: str = "cpu",
+    others: np.ndarray | None = None,
+    other_attrs: dict[str, np.ndarray] | None = None,
+    maxima: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The lists of the combined distance d' = N(d) + Σ γ·N(d_head) (always exact):
+    ``{"meta.indices" (n, k) int32, "meta.dists" (n, k) d', "meta.rowmax" (n,),
+    "meta.maxima" (1 + H, n) component maxima}`` of ``feats`` (n, D) / ``attrs`` {head: (n, E)}
+    among ``others`` / ``other_attrs`` (default: themselves); ``maxima``: see
+    :func:`~vreid.retrieval.online.combined_neighbours`."""
+    meta = [
+        (attrs[h], None if other_attrs is None else other_attrs[h], w) for h, w in heads.items()
+    ]
+    idx, d, rowmax, comp = combined_neighbours(
+        feats, k, others=others, metadata=meta, maxima=maxima, device=device
+    )
+    return {
+        "meta.indices": idx.cpu().numpy().astype(np.int32),
+        "meta.dists": d.cpu().numpy(),
+        "meta.rowmax": rowmax.cpu().numpy(),
+        "meta.maxima": comp.cpu().numpy(),
+    }
+
+
+def _add_metadata_lists(
+    gallery: GalleryIndex,
+    model: str,
+    old_feats: np.ndarray,
+    new_feats: np.ndarray,
+    new_attrs: dict[str, np.ndarray],
+    k: int,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """The metadata lists after appending items: old rows merge the new items in, except the
+    rows whose component maxima the new items raise (the order of their whole d' row changes):
+    those are recomputed against everything, like the new rows."""
+    heads = gallery.metadata_weights
+    old_n = len(old_feats)
+    old_attrs = {h: np.asarray(gallery.attributes(h), dtype=np.float32) for h in heads}
+    all_attrs = {h: np.concatenate([old_attrs[h], new_attrs[h]]) for h in heads}
+    everything = np.concatenate([old_feats, new_feats])
+    idx, d, rowmax, maxima = gallery.metadata_neighbours(model)
+    near = metadata_lists(
+        old_feats,
+        old_attrs,
+        heads,
+        k,
+        device=device,
+        others=new_feats,
+        other_attrs=new_attrs,
+        maxima=maxima,
+    )
+    mi, md = merge_neighbours(
+        torch.from_numpy(idx.astype(np.int64)),
+        torch.from_numpy(np.asarray(d)),
+        torch.from_numpy(near["meta.indices"].astype(np.int64)) + old_n,
+        torch.from_numpy(near["meta.dists"]),
+        k,
+    )
+    out = {
+        "meta.indices": mi.numpy().astype(np.int32),
+        "meta.dists": md.numpy(),
+        "meta.rowmax": np.maximum(rowmax, near["meta.rowmax"]),
+        "meta.maxima": near["meta.maxima"],
+    }
+    stale = np.nonzero((near["meta.maxima"] != maxima).any(0))[0]
+    if len(stale):
+        redo = metadata_lists(
+            old_feats[stale],
+            {h: a[stale] for h, a in old_attrs.items()},
+            heads,
+            k,
+            device=device,
+            others=everything,
+            other_attrs=all_attrs,
+        )
+        out["meta.indices"][stale] = redo["meta.indices"]
+        out["meta.dists"][stale] = redo["meta.dists"]
+        out["meta.rowmax"][stale] = redo["meta.rowmax"]
+        out["meta.maxima"][:, stale] = redo["meta.maxima"]
+    new = metadata_lists(
+        new_feats, new_attrs, heads, k, device=device, others=everything, other_attrs=all_attrs
+    )
+    return {
+        key: np.concatenate([out[key], new[key]], axis=1 if key == "meta.maxima" else 0)
+        for key in out
+    }
 
 
 # ---- building and adding
@@ -150,7 +334,7 @@ def compute_neighbours(
 class IndexReport:
     root: Path
     count: int
-    added: int
+    added: int  # negative: items removed
     seconds: float
     neighbours: dict[str, Any]
 
@@ -249,13 +433,15 @@ def _write_shard(
 
 
 def _write_neighbours(
-    root: Path, gen: int, lists: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    root: Path, gen: int, lists: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, Any]:
+    """Every model's arrays (``indices``, ``dists``, ``rowmax``, and ``meta.*`` with metadata) as
+    ``<model>.<key>.npy`` in a new generation folder; returns the manifest's ``neighbours``."""
     folder = root / "neighbours" / generation_name(gen)
     files: dict[str, dict[str, str]] = {}
-    for model, (idx, d, rowmax) in lists.items():
+    for model, arrays in lists.items():
         files[model] = {}
-        for key, arr in (("indices", idx), ("dists", d), ("rowmax", rowmax)):
+        for key, arr in arrays.items():
             path = folder / f"{model}.{key}.npy"
             write_npy_atomic(path, arr)
             files[model][key] = str(path.relative_to(root))
@@ -321,16 +507,33 @@ def build_index(
             device,
             progress,
         )
-        lists, info = {}, {}
+        heads = _weighted_heads(cfg, attr is not None)
+        hnsw_files: dict[str, str] = {}
+        attrs = {h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32) for h in heads}
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
         for m in models:
             feats = np.load(root / shard["files"][f"model:{m['name']}"])
             m["dim"] = int(feats.shape[1])
+            hnsw = hnsw_index(feats) if backend == "faiss" else None
             idx, d, rowmax, info[m["name"]] = compute_neighbours(
-                feats, neighbours, backend=backend, device=device
+                feats, neighbours, backend=backend, device=device, index=hnsw
             )
-            lists[m["name"]] = (idx, d, rowmax)
+            lists[m["name"]] = {"indices": idx, "dists": d, "rowmax": rowmax}
+            if hnsw is not None:
+                hnsw_files[m["name"]] = _write_hnsw(root, 1, m["name"], hnsw)
+            if heads:
+                lists[m["name"]].update(
+                    metadata_lists(
+                        feats.astype(np.float32), attrs, heads, neighbours, device=device
+                    )
+                )
         nb = _write_neighbours(root, 1, lists)
-        nb.update({"k": int(lists[models[0]["name"]][0].shape[1]), "generation": 1, "info": info})
+        nb.update({"k": int(idx.shape[1]), "generation": 1, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
+        if heads:
+            nb["metadata"] = {"heads": list(heads), "weights": list(heads.values())}
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -386,7 +589,7 @@ def add_to_index(
         attr = manifest.get("attributes")
         shard = _write_shard(
             root,
-            len(manifest["shards"]),
+            _next_shard_id(manifest),
             records,
             manifest["models"],
             Path(attr["checkpoint"]) if attr else None,
@@ -400,7 +603,10 @@ def add_to_index(
         k = min(int(settings["neighbours_k"]), old_n + len(records))
         backend = settings["backend"]
         gallery = GalleryIndex(root)
-        lists, info = {}, {}
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
+        hnsw_files: dict[str, str] = {}
+        gen = int(manifest["neighbours"]["generation"]) + 1
         for m in manifest["models"]:
             name = m["name"]
             old_feats = np.asarray(gallery.features(name), dtype=np.float32)
@@ -418,22 +624,230 @@ def add_to_index(
             old_rowmax = np.maximum(rowmax, nmax.numpy())
             # new rows: against everything
             everything = np.concatenate([old_feats, new_feats])
+            hnsw = hnsw_index(everything) if backend == "faiss" else None
             ai, ad, amax, info[name] = compute_neighbours(
-                new_feats, k, backend=backend, device=device, others=everything
+                new_feats, k, backend=backend, device=device, others=everything, index=hnsw
             )
-            lists[name] = (
-                np.concatenate([mi.numpy().astype(np.int32), ai]),
-                np.concatenate([md.numpy(), ad]),
-                np.concatenate([old_rowmax, amax]).astype(np.float32),
-            )
-        gen = int(manifest["neighbours"]["generation"]) + 1
+            if hnsw is not None:
+                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
+            lists[name] = {
+                "indices": np.concatenate([mi.numpy().astype(np.int32), ai]),
+                "dists": np.concatenate([md.numpy(), ad]),
+                "rowmax": np.concatenate([old_rowmax, amax]).astype(np.float32),
+            }
+            if gallery.metadata_weights:
+                new_attrs = {
+                    h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32)
+                    for h in gallery.metadata_weights
+                }
+                lists[name].update(
+                    _add_metadata_lists(gallery, name, old_feats, new_feats, new_attrs, k, device)
+                )
         nb = _write_neighbours(root, gen, lists)
         nb.update({"k": k, "generation": gen, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
+        if "metadata" in manifest["neighbours"]:
+            nb["metadata"] = manifest["neighbours"]["metadata"]
         manifest["shards"].append(shard)
         manifest["count"] = old_n + len(records)
         manifest["neighbours"] = nb
         write_manifest(root, manifest)
     return IndexReport(root, old_n + len(records), len(records), time.perf_counter() - start, info)
+
+
+def _next_shard_id(manifest: dict[str, Any]) -> int:
+    """A shard number no listed shard uses (removal replaces shards by new numbers)."""
+    return 1 + max((int(sh["id"].rsplit("-", 1)[1]) for sh in manifest["shards"]), default=-1)
+
+
+def _removed_ids(gallery: GalleryIndex, targets: Sequence[str | os.PathLike[str] | int]) -> list:
+    """Global ids of the items named by ``targets``: ids (int or digit strings), image files or
+    folders (every item under it) — each must name at least one item."""
+    paths = gallery.items().paths
+    by_path = {p: i for i, p in enumerate(paths)}
+    out: set[int] = set()
+    for t in targets:
+        if isinstance(t, int) or str(t).isdigit():
+            i = int(t)
+            if not 0 <= i < len(paths):
+                raise VreidError(f"gallery id {i} out of range 0…{len(paths) - 1}")
+            out.add(i)
+            continue
+        p = Path(t).resolve()
+        found = [by_path[str(p)]] if str(p) in by_path else []
+        if not found:
+            prefix = str(p).rstrip(os.sep) + os.sep
+            found = [i for q, i in by_path.items() if q.startswith(prefix)]
+        if not found:
+            raise DatasetError(f"{t}: no item of the index {gallery.root} (an id, image or folder)")
+        out.update(found)
+    return sorted(out)
+
+
+def remove_from_index(
+    index: str | os.PathLike[str],
+    targets: Sequence[str | os.PathLike[str] | int],
+    *,
+    config: Config | None = None,
+) -> IndexReport:
+    """Drop items (ids, image paths or folders) from an index. The shards that lose items are
+    rewritten under new numbers; every kept row whose list held a removed item, or whose row
+    maximum (any component's, with metadata) came from one, is recomputed exactly against the
+    remaining gallery; the other rows only lose nothing and are renumbered. The faiss graph is
+    rebuilt over the remaining items. Same guarantees as ``add``: the result equals a fresh
+    build of the remaining items, and a crash leaves the previous index."""
+    root = Path(index)
+    start = time.perf_counter()
+    cfg = config or Config()
+    device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
+    with run_lock(root):
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+        gallery = GalleryIndex(root)
+        drop = _removed_ids(gallery, targets)
+        n = gallery.count
+        if len(drop) == n:
+            raise VreidError(f"{root}: removing every item would leave an empty index")
+        keep = np.ones(n, dtype=bool)
+        keep[drop] = False
+        # shards: those that lose items are written again (kept rows) under new numbers
+        shards, old_folders, offset = [], [], 0
+        next_id = _next_shard_id(manifest)
+        for sh in manifest["shards"]:
+            sel = keep[offset : offset + sh["count"]]
+            offset += sh["count"]
+            if sel.all():
+                shards.append(sh)
+                continue
+            old_folders.append(root / Path(sh["items"]).parent)
+            if not sel.any():
+                continue
+            folder = root / "shards" / shard_name(next_id)
+            items = read_json(root / sh["items"])
+            for key in ("paths", "names", "camera", "track"):
+                items[key] = [v for v, k in zip(items[key], sel, strict=True) if k]
+            write_json_atomic(folder / "items.json", items)
+            files = {}
+            for key, rel in sh["files"].items():
+                out = folder / Path(rel).name
+                write_npy_atomic(out, np.load(root / rel)[sel])
+                files[key] = str(out.relative_to(root))
+            shards.append(
+                {
+                    "id": shard_name(next_id),
+                    "count": int(sel.sum()),
+                    "items": str((folder / "items.json").relative_to(root)),
+                    "files": files,
+                }
+            )
+            next_id += 1
+        backend = manifest["settings"]["backend"]
+        heads = gallery.metadata_weights
+        k = min(int(manifest["neighbours"]["k"]), int(keep.sum()))
+        removed = np.asarray(drop)
+        lists: dict[str, dict[str, np.ndarray]] = {}
+        info: dict[str, Any] = {}
+        hnsw_files: dict[str, str] = {}
+        gen = int(manifest["neighbours"]["generation"]) + 1
+        attrs = {h: np.asarray(gallery.attributes(h), dtype=np.float32) for h in heads}
+        for m in manifest["models"]:
+            name = m["name"]
+            feats = np.asarray(gallery.features(name), dtype=np.float32)
+            rest = feats[keep]
+            idx, d, rowmax = gallery.neighbours(name)
+            # rows to recompute: a removed item in the list, or at the row's maximum
+            gone_max = exact_neighbours(rest, 1, others=feats[removed], device=device)[2]
+            redo = np.isin(idx[keep], removed).any(1) | (gone_max.numpy() >= rowmax[keep])
+            hnsw = hnsw_index(rest) if backend == "faiss" else None
+            arrays = {
+                "indices": _renumber(idx, keep)[keep][:, :k],
+                "dists": np.asarray(d)[keep][:, :k],
+                "rowmax": np.asarray(rowmax)[keep],
+            }
+            rows = np.nonzero(redo)[0]
+            if len(rows):
+                ri, rd, rmax, info[name] = compute_neighbours(
+                    rest[rows], k, backend=backend, device=device, others=rest, index=hnsw
+                )
+                arrays["indices"][rows], arrays["dists"][rows] = ri, rd
+                arrays["rowmax"][rows] = rmax
+            if heads:
+                arrays.update(_remove_metadata_lists(gallery, name, feats, attrs, keep, k, device))
+            lists[name] = arrays
+            if hnsw is not None:
+                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
+        nb = _write_neighbours(root, gen, lists)
+        nb.update({"k": k, "generation": gen, "info": info})
+        for name, rel in hnsw_files.items():
+            nb["files"][name]["hnsw"] = rel
+        if "metadata" in manifest["neighbours"]:
+            nb["metadata"] = manifest["neighbours"]["metadata"]
+        manifest["shards"] = shards
+        manifest["count"] = int(keep.sum())
+        manifest["neighbours"] = nb
+        write_manifest(root, manifest)
+        for folder in old_folders:  # listed by no manifest any more
+            shutil.rmtree(folder, ignore_errors=True)
+    return IndexReport(root, int(keep.sum()), -len(drop), time.perf_counter() - start, info)
+
+
+def _renumber(idx: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Neighbour ids (N, K) in the numbering of the kept items (removed ones: −1)."""
+    new_id = np.full(len(keep), -1, dtype=np.int64)
+    new_id[keep] = np.arange(int(keep.sum()))
+    return new_id[idx].astype(np.int32)
+
+
+def _remove_metadata_lists(
+    gallery: GalleryIndex,
+    model: str,
+    feats: np.ndarray,
+    attrs: dict[str, np.ndarray],
+    keep: np.ndarray,
+    k: int,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """The metadata lists of the kept items: rows whose list held a removed item or any of
+    whose component maxima came from one are recomputed against the remaining items."""
+    heads = gallery.metadata_weights
+    idx, d, rowmax, maxima = gallery.metadata_neighbours(model)
+    removed = np.nonzero(~keep)[0]
+    rest_attrs = {h: a[keep] for h, a in attrs.items()}
+    # the component maxima over the removed items alone: equal to a row's maximum → it goes
+    far = metadata_lists(
+        feats[keep],
+        rest_attrs,
+        heads,
+        1,
+        device=device,
+        others=feats[removed],
+        other_attrs={h: a[removed] for h, a in attrs.items()},
+    )["meta.maxima"]
+    redo = np.isin(idx[keep], removed).any(1) | (far >= maxima[:, keep]).any(0)
+    out = {
+        "meta.indices": _renumber(idx, keep)[keep][:, :k],
+        "meta.dists": np.asarray(d)[keep][:, :k],
+        "meta.rowmax": np.asarray(rowmax)[keep],
+        "meta.maxima": np.asarray(maxima)[:, keep],
+    }
+    rows = np.nonzero(redo)[0]
+    if len(rows):
+        fresh = metadata_lists(
+            feats[keep][rows],
+            {h: a[rows] for h, a in rest_attrs.items()},
+            heads,
+            k,
+            device=device,
+            others=feats[keep],
+            other_attrs=rest_attrs,
+        )
+        out["meta.indices"][rows] = fresh["meta.indices"]
+        out["meta.dists"][rows] = fresh["meta.dists"]
+        out["meta.rowmax"][rows] = fresh["meta.rowmax"]
+        out["meta.maxima"][:, rows] = fresh["meta.maxima"]
+    return out
 
 
 # ---- querying
@@ -457,6 +871,7 @@ class Searcher:
         *,
         config: Config | None = None,
         online: bool = True,
+        candidates: int | None = None,
         progress: bool = False,
     ) -> None:
         self.config = config or Config()
@@ -466,6 +881,12 @@ class Searcher:
         self.manifest = self.index.manifest
         self.online = online
         self.progress = progress
+        # faiss indexes: d(q, ·) from a top-L search (L = candidates; 0: the full pass)
+        files = self.manifest["neighbours"]["files"]
+        has_hnsw = all("hnsw" in files[m] for m in self.index.models)
+        self.candidates = (
+            0 if not has_hnsw else DEFAULT_CANDIDATES if candidates is None else int(candidates)
+        )
         self.config.train.eval_flip = self.manifest["settings"]["flip"]
         self.items = self.index.items()
         self._extractors: dict[str, Extractor] = {}
@@ -474,7 +895,7 @@ class Searcher:
             m: np.array(self.index.features(m), dtype=np.float32) for m in self.index.models
         }
         self._attr = (
-            {h: np.asarray(self.index.attributes(h)) for h in ATTRIBUTE_HEADS}
+            {h: np.array(self.index.attributes(h), dtype=np.float32) for h in ATTRIBUTE_HEADS}
             if self.index.has_attributes
             else None
         )
@@ -532,7 +953,7 @@ class Searcher:
         rc = self.config.retrieval
         rerankers = {}
         if self.online and rc.rerank:
-            rerankers = {m: self.index.graph(m, self._gallery[m]).rerank for m in feats}
+            rerankers = {m: self._reranker(m) for m in feats}
         num = len(next(iter(feats.values())))
         out = np.empty((num, self.index.count), dtype=np.float32)
         row = ""
@@ -551,6 +972,34 @@ class Searcher:
             out[i] = chain.final_distances()[0]
             row = chain.final
         return out, row
+
+    def _reranker(self, model: str) -> Any:
+        """The chain's online re-ranking of ``model``: the plain lists without metadata, the
+        metadata lists when the chain's heads and γ's are the ones they were built with; None
+        otherwise (the chain then runs the full ``rerank``: the lists of other γ's would be a
+        new O(N²) pass, i.e. a new build)."""
+
+        def rerank_online(
+            q: np.ndarray, *, k1: int, k2: int, lambda_value: float, metadata: dict[str, Any]
+        ) -> np.ndarray | None:
+            kw = {"k1": k1, "k2": k2, "lambda_value": lambda_value}
+            if not metadata:
+                graph = self.index.graph(model, self._gallery[model])
+                if self.candidates and graph.candidates is None:
+                    graph.candidates = self._top_l(model)
+                return graph.rerank(q, **kw)
+            if {h: w for h, (_, _, w) in metadata.items()} != self.index.metadata_weights:
+                return None
+            graph = self.index.graph(model, self._gallery[model], metadata=True)
+            heads = self.index.metadata_weights
+            return graph.rerank(q, metadata=[metadata[h][0] for h in heads], **kw)
+
+        return rerank_online
+
+    def _top_l(self, model: str) -> Any:
+        path = self.index.root / self.manifest["neighbours"]["files"][model]["hnsw"]
+        index = _faiss().read_index(str(path))
+        return top_l_search(index, self._gallery[model], self.candidates)
 
     def hits(self, distances: np.ndarray, top: int | None = None, offset: int = 0) -> list:
         top = top or self.config.retrieval.top

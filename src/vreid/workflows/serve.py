@@ -198,15 +198,17 @@ def serve(
     port: int = 8000,
     token: str | None = None,
     config: Config | None = None,
+    candidates: int | None = None,
 ) -> None:
-    """Run the page and API with uvicorn until interrupted."""
+    """Run the page and API with uvicorn until interrupted (``candidates``: see
+    :class:`~vreid.workflows.index.Searcher`)."""
     import uvicorn
 
     if not is_loopback(host) and not token:
         raise VreidError(
             f"binding {host} exposes the index beyond this machine: give --token (or VREID_TOKEN)"
         )
-    searcher = Searcher(index, config=config)
+    searcher = Searcher(index, config=config, candidates=candidates)
     app = create_app(searcher, token=token)
     print(f"vreid serve: http://{host}:{port}/ ({searcher.index.count} gallery images)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
