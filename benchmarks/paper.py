@@ -254,7 +254,7 @@ def main() -> None:
         t0 = time.perf_counter()
         _, result, _ = _run(args.preset, [*cropped_set, *seeded, "tune.enabled=false"], run_dir)
         per_seed["default"].append(result["metrics"])
-        labels = json.loads((run_dir / "distances" / "rows.json").read_text())["labels"]
+        labels.update(json.loads((run_dir / "distances" / "rows.json").read_text())["labels"])
         real = Path(json.loads((run_dir / "data_roots.json").read_text())["real"])
         crop = json.loads((real / "crop_report.json").read_text())
         crops.append({k: crop[k] for k in ("images", "cropped", "uncropped", "images_per_second")})
