@@ -48,6 +48,15 @@ SetOpt = Annotated[
         help="Override a config key: --set train.lr=1e-4 (repeatable).",
     ),
 ]
+CandidatesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--candidates",
+        min=0,
+        help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
+        "(default 1000; 0: a full pass over the gallery).",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -1098,15 +1107,7 @@ def query_cmd(
         bool | None, typer.Option("--rerank/--no-rerank", help="retrieval.rerank.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
-    candidates: Annotated[
-        int | None,
-        typer.Option(
-            "--candidates",
-            min=0,
-            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
-            "(default 1000; 0: a full pass over the gallery).",
-        ),
-    ] = None,
+    candidates: CandidatesOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -1145,15 +1146,7 @@ def serve_cmd(
         str | None,
         typer.Option("--token", envvar="VREID_TOKEN", help="Access token (required off loopback)."),
     ] = None,
-    candidates: Annotated[
-        int | None,
-        typer.Option(
-            "--candidates",
-            min=0,
-            help="faiss indexes: d(query, ·) from a top-L search of this many candidates "
-            "(default 1000; 0: a full pass over the gallery).",
-        ),
-    ] = None,
+    candidates: CandidatesOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="runtime.device.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -550,6 +550,14 @@ def build_index(
     return IndexReport(root, len(records), len(records), time.perf_counter() - start, info)
 
 
+def _built_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of the finished index at ``root``, for a writer changing it."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+    return manifest
+
+
 def add_to_index(
     index: str | os.PathLike[str],
     more: str | os.PathLike[str],
@@ -567,9 +575,7 @@ def add_to_index(
     cfg = config or Config()
     device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
     with run_lock(root):
-        manifest = read_manifest(root)
-        if manifest is None:
-            raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+        manifest = _built_manifest(root)
         settings = manifest["settings"]
         # the index's settings win: the same features for every shard
         cfg.train.eval_flip = settings["flip"]
@@ -702,9 +708,7 @@ def remove_from_index(
     cfg = config or Config()
     device = str(resolve_device(cfg.runtime.device, setting="runtime.device"))
     with run_lock(root):
-        manifest = read_manifest(root)
-        if manifest is None:
-            raise VreidError(f"{root}: no {MANIFEST}; build the index first (`vreid index build`)")
+        manifest = _built_manifest(root)
         gallery = GalleryIndex(root)
         drop = _removed_ids(gallery, targets)
         n = gallery.count
