@@ -103,15 +103,13 @@ def _reuse_crops(run_dir: Path) -> list[str]:
     ]
 
 
-def _run(preset: str, overrides: list[str], run_dir: Path) -> tuple[Config, dict[str, Any], float]:
-    config = load_config(resolve_config(preset), overrides)
-    t0 = time.perf_counter()
-    result = run_pipeline(config, run_dir, progress=False)
-    seconds = time.perf_counter() - t0
+def _run(preset: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Run (or resume) the pipeline of ``preset`` + ``overrides`` in ``run_dir``."""
+    result = run_pipeline(load_config(resolve_config(preset), overrides), run_dir, progress=False)
     if result["metrics"] is None:
         raise SystemExit(f"{run_dir}: the run wrote no metrics.json")
     print(f"  {run_dir.name}: {'ran ' + ', '.join(result['ran']) if result['ran'] else 'cached'}")
-    return config, result, seconds
+    return result
 
 
 def _history(run_dir: Path, model: str, phase: str) -> list[dict[str, Any]]:
@@ -252,14 +250,14 @@ def main() -> None:
             models = [m for m in base_config.pipeline.models if m != WIDE]
             seeded.append(f"pipeline.models=[{','.join(models)}]")
         t0 = time.perf_counter()
-        _, result, _ = _run(args.preset, [*cropped_set, *seeded, "tune.enabled=false"], run_dir)
+        result = _run(args.preset, [*cropped_set, *seeded, "tune.enabled=false"], run_dir)
         per_seed["default"].append(result["metrics"])
         labels.update(json.loads((run_dir / "distances" / "rows.json").read_text())["labels"])
         real = Path(json.loads((run_dir / "data_roots.json").read_text())["real"])
         crop = json.loads((real / "crop_report.json").read_text())
         crops.append({k: crop[k] for k in ("images", "cropped", "uncropped", "images_per_second")})
         print(f"  cropping: {crop['cropped']}/{crop['images']} real images cropped")
-        _, result, _ = _run(args.preset, [*cropped_set, *seeded, "tune.enabled=true"], run_dir)
+        result = _run(args.preset, [*cropped_set, *seeded, "tune.enabled=true"], run_dir)
         per_seed["tuned"].append(result["metrics"])
         tune = json.loads((run_dir / "tune" / "tune.json").read_text())
         tuned_values.append(
@@ -268,7 +266,7 @@ def main() -> None:
         seconds[f"seed-{seed}/cropped"] = time.perf_counter() - t0
         if seed in uncropped_seeds:
             t0 = time.perf_counter()
-            _, result, _ = _run(
+            result = _run(
                 args.preset,
                 [*data, *seeded, "tune.enabled=false", "pipeline.models=[glamor,counter_glamor]"],
                 out / f"seed-{seed}" / "uncropped",
