@@ -81,6 +81,9 @@ def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> d
     if backend == "faiss":
         hnsw = wf.hnsw_index(gallery)
         out["hnsw_build_s"] = time.perf_counter() - t
+        print(
+            f"{size} faiss: HNSW graph in {out['hnsw_build_s']:.0f} s", file=sys.stderr, flush=True
+        )
     idx, d, rowmax, info = wf.compute_neighbours(gallery, 40, backend=backend, index=hnsw)
     out["lists_s"] = time.perf_counter() - t
     out.update({k: v for k, v in info.items() if k != "backend"})
@@ -95,6 +98,10 @@ def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> d
     out["lists_MB"] = list_bytes / 2**20
     out["index_MB"] = graph.nbytes / 2**20
     out["ratio"] = graph.nbytes / (feat_bytes + list_bytes)
+    if hnsw is not None:  # the graph's links and its own copy of the features
+        faiss_bytes = 4 * hnsw.hnsw.neighbors.size() + 8 * hnsw.hnsw.offsets.size() + feat_bytes
+        out["faiss_MB"] = faiss_bytes / 2**20
+        out["ratio_with_faiss"] = (graph.nbytes + faiss_bytes) / (feat_bytes + list_bytes)
     print(f"{size} {backend}: built in {out['build_s']:.0f} s", file=sys.stderr, flush=True)
 
     gt = torch.from_numpy(gallery)
@@ -171,6 +178,9 @@ def main() -> None:
     ap.add_argument("--ef-search", type=int, help="HNSW efSearch (default: the index's)")
     ap.add_argument("--ef-construction", type=int, help="HNSW efConstruction")
     ap.add_argument("--hnsw-m", type=int, help="HNSW M (graph degree)")
+    ap.add_argument(
+        "--far-ef-search", type=int, help="efSearch of the farthest-item search (rows' maxima)"
+    )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -189,6 +199,7 @@ def main() -> None:
             ("HNSW_EF_SEARCH", args.ef_search),
             ("HNSW_EF_CONSTRUCTION", args.ef_construction),
             ("HNSW_M", args.hnsw_m),
+            ("FAR_EF_SEARCH", args.far_ef_search),
         ):
             if value:
                 setattr(wf, name, value)
@@ -212,6 +223,7 @@ def main() -> None:
                 "ef_search",
                 "ef_construction",
                 "hnsw_m",
+                "far_ef_search",
                 "threads",
             ):
                 value = getattr(args, flag)
@@ -231,7 +243,8 @@ def main() -> None:
                 json.dump(rows, fh, indent=1)
     hdr = (
         "| gallery | dim | lists | build s | lists recall@100 | index MB (× feat+lists) | peak MB "
-        "| plain 1 p50/p99 ms | plain 64 | faiss 1 | faiss 64 | rerank 1 p50/p99 ms "
+        "| + faiss graph MB (× feat+lists) | plain 1 p50/p99 ms | plain 64 | faiss 1 | faiss 64 "
+        "| faiss recall@100 | rerank 1 p50/p99 ms "
         "| rerank 64 | top-L rerank 1 | top-L rerank 64 | top-L recall@100 | full rerank 1 "
         "| case s |"
     )
@@ -244,13 +257,19 @@ def main() -> None:
     def r3(v: object) -> str:
         return "" if v is None else f"{v:.3f}"
 
+    def faiss_mb(r: dict) -> str:
+        if "faiss_MB" not in r:
+            return ""
+        return f"{r['faiss_MB']:.0f} ({r['ratio_with_faiss']:.2f}×)"
+
     for r in rows:
         print(
             f"| {r['size']} | {r['dim']} | {r['backend']} | {r['build_s']:.1f} | "
             f"{r3(r.get('recall@100'))} | "
-            f"{r['index_MB']:.0f} ({r['ratio']:.2f}×) | {r['peak_rss_MB']:.0f} | "
+            f"{r['index_MB']:.0f} ({r['ratio']:.2f}×) | {r['peak_rss_MB']:.0f} | {faiss_mb(r)} | "
             f"{f(r['plain_1'])} | {f(r['plain_64'])} | {f(r.get('faiss_1'))} | "
-            f"{f(r.get('faiss_64'))} | {f(r['rerank_1'])} | {f(r['rerank_64'])} | "
+            f"{f(r.get('faiss_64'))} | {r3(r.get('query_recall@100'))} | "
+            f"{f(r['rerank_1'])} | {f(r['rerank_64'])} | "
             f"{f(r.get('topl_rerank_1'))} | {f(r.get('topl_rerank_64'))} | "
             f"{r3(r.get('topl_recall@100_vs_full_pass'))} | {f(r.get('full_rerank_1'))} | "
             f"{r['case_wall_s']:.0f} |"
