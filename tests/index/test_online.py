@@ -175,3 +175,35 @@ def test_symmetric_all_pairs_pass_equals_the_row_blocks():
     np.testing.assert_array_equal(rowmax.numpy(), ref_max.numpy())
     assert (idx == ref_idx).float().mean() > 0.999  # ties at the k-th value may differ
     assert (np.diff(d.numpy(), axis=1) >= 0).all()
+
+
+def _storages(obj) -> dict[int, int]:
+    """{storage address: bytes} of every tensor an object holds, in lists and sparse sets too."""
+    found: dict[int, int] = {}
+    for value in vars(obj).values():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            tensors = [item] if torch.is_tensor(item) else []
+            if hasattr(item, "ptr"):  # a sparse set (ptr, col, val)
+                tensors = [item.ptr, item.col, item.val]
+            for t in tensors:
+                found[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return found
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_nbytes_counts_every_tensor_the_graph_holds(metadata):
+    rng = np.random.default_rng(7)
+    feats = _clustered(rng, 401, 32, 30, 0.6)
+    meta = [(rng.normal(size=(400, 6)).astype(np.float32), 0.2)] if metadata else []
+    graph = NeighbourGraph.build(feats[1:], 40, metadata=meta)
+    graph.prepare(20, 6)
+    graph.rerank(feats[:1], metadata=[rng.normal(size=(1, 6))] if metadata else [])
+    held = _storages(graph)
+    assert graph.nbytes == sum(held.values())
+    # the sets are held compactly: int32 columns, the lists' index order as int16
+    assert graph.v.col.dtype == torch.int32
+    assert graph._index_order.dtype == torch.int16
+    # beyond the features: ≈ 1,450 bytes per item at K = 40, k1 = 20 (2,700 before that)
+    per_item = (graph.nbytes - sum(p.untyped_storage().nbytes() for p in graph.parts)) / 400
+    assert per_item < 1_800

@@ -231,10 +231,11 @@ def merge_neighbours(
 
 
 class _Sparse:
-    """Sparse rows: ``ptr`` (rows + 1), ``col``, ``val`` (row-compressed)."""
+    """Sparse rows: ``ptr`` (rows + 1), ``col``, ``val`` (row-compressed). ``col`` is held as
+    int32 (half the memory of the gallery's sets) and handed out as int64 by :meth:`gather`."""
 
     def __init__(self, ptr: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> None:
-        self.ptr, self.col, self.val = ptr, col, val
+        self.ptr, self.col, self.val = ptr, col.to(torch.int32), val
 
     @classmethod
     def from_counts(cls, counts: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> _Sparse:
@@ -247,7 +248,7 @@ class _Sparse:
         counts = self.ptr[rows + 1] - self.ptr[rows]
         pos = concat_ranges(self.ptr[rows], counts)
         owner = torch.repeat_interleave(torch.arange(rows.shape[0], device=rows.device), counts)
-        return owner, self.col[pos], self.val[pos]
+        return owner, self.col[pos].long(), self.val[pos]
 
     def transpose(self, num_cols: int) -> _Sparse:
         counts = self.ptr[1:] - self.ptr[:-1]
@@ -405,12 +406,13 @@ class NeighbourGraph:
         """d(rows[b], members[b, j]) (d' with metadata) for gallery indices where ``needed``:
         the stored list when there and the row is not ``stale`` (g,) bool, else the features
         (with ``maxima``, see :meth:`_pair_d`); other entries: arbitrary."""
-        srt = self._by_index[rows]
+        order = self._index_order[rows].long()
+        srt = self.indices[rows].gather(1, order)
         pos = torch.searchsorted(srt, members).clamp_max_(srt.shape[1] - 1)
         hit = srt.gather(1, pos) == members
         if stale is not None:
             hit &= ~stale[rows][:, None]
-        vals = self._d_by_index[rows].gather(1, pos)
+        vals = self.dists[rows].gather(1, order.gather(1, pos))
         miss = needed & ~hit
         if bool(miss.any()):
             mi, mj = miss.nonzero(as_tuple=True)
@@ -431,11 +433,12 @@ class NeighbourGraph:
         listed = _Sparse(
             torch.arange(g + 1, device=self.device) * k1p,
             self.indices[:, :k1p].reshape(-1),
-            torch.zeros(g * k1p, device=self.device),
+            torch.zeros(g * k1p, dtype=torch.bool, device=self.device),  # structure only
         )
         self._listed_by = listed.transpose(g)  # item → the rows listing it in their top k1 + 1
-        self._by_index, order = self.indices.sort(1)
-        self._d_by_index = self.dists.gather(1, order)
+        # each row's list in index order, as a permutation (a sorted copy of the lists and
+        # their distances would cost 12 bytes per entry instead of 2)
+        self._index_order = self.indices.argsort(1).to(torch.int16)
         m = _safe(self.rowmax)
 
         def dvals(rows: torch.Tensor, members: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
@@ -499,12 +502,24 @@ class NeighbourGraph:
 
     @property
     def nbytes(self) -> int:
-        total = sum(
-            t.numel() * t.element_size()
-            for t in (self.feats, self.indices, self.dists, self.rowmax)
-        )
+        """Bytes of every tensor the graph holds: features (and attribute features), lists,
+        maxima, and once prepared the sparse sets, the inverted lists and the rank table."""
+        held = [*self.parts, *self.part_sqnorm, self.indices, self.dists, self.rowmax]
+        if self.weights:
+            held.append(self.maxima)
         if self._prepared is not None:
-            total += self.v.nbytes + self.vqe_cols.nbytes + self.vqe_rows.nbytes
+            held.append(self._index_order)
+            for sparse in (self._listed_by, self.v, self.vqe_rows, self.vqe_cols):
+                held += [sparse.ptr, sparse.col, sparse.val]
+        if getattr(self, "_base", None) is not None:
+            held.append(self._base)
+        seen: set[int] = set()
+        total = 0
+        for t in held:  # count shared storage once (vqe_rows is v when k2 = 1)
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
         return total
 
     # ---- one query
@@ -739,7 +754,7 @@ class NeighbourGraph:
             qe_rows, new_qe = a_rows, new_v
         lap("query expansion")
         # the query's V_qe row (qe_rows[0] == 0)
-        q_cols = new_qe.col[new_qe.ptr[0] : new_qe.ptr[1]]
+        q_cols = new_qe.col[new_qe.ptr[0] : new_qe.ptr[1]].long()
         q_vals = new_qe.val[new_qe.ptr[0] : new_qe.ptr[1]]
         # Jaccard overlap from the stored inverted index (gallery columns = item cols − 1)
         overlap = torch.zeros(g, device=dev)
