@@ -45,11 +45,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data_check.py
 	$(BIN)/python benchmarks/crop_quality.py --train-minutes 3
 	$(BIN)/python benchmarks/extract_speed.py
-	$(BIN)/python benchmarks/index.py --sizes 10k,100k
+	$(BIN)/python benchmarks/index.py --sizes 10k,100k --json benchmarks/results/index-10k-100k.json
 
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k
-	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss --dim 512
+	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss --dim 512 --hnsw-m 16 \
+		--ef-construction 40 --ef-search 128 --far-ef-search 64 --json benchmarks/results/index-1m-512.json
 	$(BIN)/python benchmarks/crop_quality.py
 	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 

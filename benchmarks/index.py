@@ -240,6 +240,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             path = args.json or f"index-benchmark-{args.sizes.replace(',', '-')}.json"
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             with open(path, "w") as fh:  # after every case: a later failure keeps the rows
                 json.dump(rows, fh, indent=1)
     hdr = (
