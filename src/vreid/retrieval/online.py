@@ -258,8 +258,8 @@ class _Sparse:
         return _Sparse.from_counts(col_counts, rows[order], self.val[order])
 
     @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.ptr, self.col, self.val))
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.ptr, self.col, self.val
 
 
 def _v_rows(rows: torch.Tensor, ranks: torch.Tensor, k1: int, dvals) -> _Sparse:
@@ -510,7 +510,7 @@ class NeighbourGraph:
         if self._prepared is not None:
             held.append(self._index_order)
             for sparse in (self._listed_by, self.v, self.vqe_rows, self.vqe_cols):
-                held += [sparse.ptr, sparse.col, sparse.val]
+                held += sparse.tensors
         if getattr(self, "_base", None) is not None:
             held.append(self._base)
         seen: set[int] = set()
