@@ -103,6 +103,13 @@ def _reuse_crops(run_dir: Path) -> list[str]:
     ]
 
 
+def _seed_list(text: str | None, every: list[int]) -> list[int]:
+    """Seeds from a comma-separated option: ``every`` when not given, none for 'none'."""
+    if text is None:
+        return every
+    return [] if text == "none" else [int(s) for s in text.split(",")]
+
+
 def _run(preset: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Run (or resume) the pipeline of ``preset`` + ``overrides`` in ``run_dir``."""
     result = run_pipeline(load_config(resolve_config(preset), overrides), run_dir, progress=False)
@@ -216,15 +223,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    wide_seeds = seeds if args.wide_seeds is None else [int(x) for x in args.wide_seeds.split(",")]
-    ablation = args.uncropped_seeds
-    uncropped_seeds = (
-        seeds
-        if ablation is None
-        else []
-        if ablation == "none"
-        else [int(s) for s in ablation.split(",")]
-    )
+    wide_seeds = _seed_list(args.wide_seeds, seeds)
+    uncropped_seeds = _seed_list(args.uncropped_seeds, seeds)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
