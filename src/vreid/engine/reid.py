@@ -301,7 +301,11 @@ def train(
         # one run at a time in a run directory (a second is refused naming the first); taking it
         # also removes the temporaries a killed checkpoint write left behind
         with run_lock(out_dir) if ddp.main and resume else contextlib.nullcontext():
-            return _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp, hooks)
+            result = _train(config, Path(out_dir), resume, init_from, dataset, progress, ddp, hooks)
+        # every rank finished before any tears the group down: a rank that closes its gloo
+        # connections while rank 0 still writes its last files was seen to abort once (SIGABRT)
+        ddp.barrier()
+        return result
     finally:
         if ddp.owns_group and dist.is_initialized():
             dist.destroy_process_group()
