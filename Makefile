@@ -57,7 +57,8 @@ bench-full: bench
 # The paper's claims, measured: Table 2 extended (floor, plain and wider trunks, GLAMOR, Counter
 # GLAMOR, ensemble, + re-ranking, + metadata, + tracks) over 2 training seeds, with detector
 # cropping, without it, tuned vs default post-processing, and GLAMOR with vs without synthetic
-# pre-training; writes runs/bench-paper/paper_bench.{json,md}. See docs/readme/paper.md.
+# pre-training; writes runs/bench-paper/paper_bench.{json,md}. 59.9 min on the idle 2-core
+# machine (bf16 autocast; docs/readme/paper.md).
 bench-paper: $(STAMP)
 	$(BIN)/python benchmarks/paper.py --seeds 0,1 --out runs/bench-paper
 
