@@ -49,8 +49,8 @@ bench: $(STAMP)
 
 bench-full: bench
 	$(BIN)/python benchmarks/rerank.py --sizes 100k
-	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss --dim 512 --hnsw-m 16 \
-		--ef-construction 40 --ef-search 128 --far-ef-search 64 --json benchmarks/results/index-1m-512.json
+	$(BIN)/python benchmarks/index.py --sizes 1m --backends faiss --dim 512 \
+		--json benchmarks/results_index_1m_512_pq.json
 	$(BIN)/python benchmarks/crop_quality.py
 	$(BIN)/python benchmarks/crop_reid.py --out runs/bench/crop_reid
 

@@ -1,17 +1,17 @@
 """Benchmark of the gallery index: build time, memory, query latency, faiss recall.
 
 Synthetic, realistic-looking features: unit vectors (2048-d by default, ``--dim``) around
-identity centres (~50 images per identity). Per size and backend (exact torch lists / faiss HNSW
-lists), in its own subprocess (so peak RSS is its own):
+identity centres (~50 images per identity). Per size and backend (exact torch lists / faiss PQ
+fast-scan lists re-scored exactly), in its own subprocess (so peak RSS is its own):
 
 * build: neighbour lists (K = 40) + the re-ranking sets (``NeighbourGraph.prepare``), seconds
-  (faiss: the HNSW graph, the lists' search and the row maxima separately); faiss: recall@100
-  of its lists against exact search on 200 rows;
+  (faiss: the PQ index, then the lists' search and the row maxima); faiss: recall of its lists
+  against exact search on 200 rows;
 * memory: the index in memory vs feature bytes + neighbour-list bytes; peak RSS;
 * faiss: recall@100 of a raw query against exact search, and its same-identity recall (of the
   query's identity among the exact top 100, the share faiss finds);
 * query latency p50/p99 of one query and of a batch of 64: plain (exact distances + top-100 in
-  torch; faiss: the HNSW search itself) and with online re-ranking (``NeighbourGraph.rerank``);
+  torch; faiss: the PQ search with its exact re-scoring) and with online re-ranking (``NeighbourGraph.rerank``);
   faiss: also with d(q, ·) from a top-L search (``--candidates``, the index's default 1000) and
   the recall@100 of that final ranking against the full-pass query on the same lists (and, up
   to 20k, against the exact lists' final ranking);
@@ -95,15 +95,13 @@ def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> d
     x, labels = features(n + 64, seed=1, dim=dim)
     gallery, queries = x[64:], x[:64]
     out: dict = {"size": size, "backend": backend, "gallery": n, "dim": dim}
-    hnsw = None
+    ann = None
     t = time.perf_counter()
     if backend == "faiss":
-        hnsw = wf.hnsw_index(gallery)
-        out["hnsw_build_s"] = time.perf_counter() - t
-        print(
-            f"{size} faiss: HNSW graph in {out['hnsw_build_s']:.0f} s", file=sys.stderr, flush=True
-        )
-    idx, d, rowmax, info = wf.compute_neighbours(gallery, 40, backend=backend, index=hnsw)
+        ann = wf.ann_index(gallery)
+        out["ann_build_s"] = time.perf_counter() - t
+        print(f"{size} faiss: PQ index in {out['ann_build_s']:.0f} s", file=sys.stderr, flush=True)
+    idx, d, rowmax, info = wf.compute_neighbours(gallery, 40, backend=backend, index=ann)
     out["lists_s"] = time.perf_counter() - t
     out.update({k: v for k, v in info.items() if k != "backend"})
     graph = NeighbourGraph(gallery, idx, d, rowmax)
@@ -144,22 +142,25 @@ def run_case(size: str, backend: str, reps: int, dim: int, candidates: int) -> d
     # after the first queries: the graph also holds the rank table they build
     out["index_MB"] = graph.nbytes / 2**20
     out["ratio"] = graph.nbytes / (feat_bytes + list_bytes)
-    if hnsw is not None:  # the graph's links and its own copy of the features
-        faiss_bytes = 4 * hnsw.hnsw.neighbors.size() + 8 * hnsw.hnsw.offsets.size() + feat_bytes
+    if ann is not None:  # the PQ codes (the features are the index's own)
+        faiss_bytes = wf._faiss().serialize_index(ann).nbytes
         out["faiss_MB"] = faiss_bytes / 2**20
         out["ratio_with_faiss"] = (graph.nbytes + faiss_bytes) / (feat_bytes + list_bytes)
     full_pass = graph.rerank(queries)
-    if hnsw is not None:
-        hnsw.hnsw.efSearch = wf.HNSW_EF_SEARCH
-        _, approx = hnsw.search(queries, 100)
+    if ann is not None:
+
+        def search(q: np.ndarray) -> np.ndarray:
+            return wf.ann_search(ann, gallery, q, 100, wf.QUERY_SHORTLIST)[1]
+
+        approx = search(queries)
         exact_idx, _, _ = exact_neighbours(queries, 100, others=gallery)
         out["query_recall@100"] = wf.recall_at(approx, exact_idx.numpy())
         out["query_same_id_recall@100"] = same_identity_recall(
             approx, exact_idx.numpy(), labels[:64], labels[64:]
         )
-        out["faiss_1"] = timed(lambda q: hnsw.search(q, 100), queries[:1], reps)
-        out["faiss_64"] = timed(lambda q: hnsw.search(q, 100), queries, max(3, reps // 10))
-        graph.candidates = wf.top_l_search(hnsw, gallery, candidates)
+        out["faiss_1"] = timed(search, queries[:1], reps)
+        out["faiss_64"] = timed(search, queries, max(3, reps // 10))
+        graph.candidates = wf.top_l_search(ann, gallery, candidates)
         out["candidates"] = candidates
         out["topl_rerank_1"] = timed(lambda q: graph.rerank(q), queries[:1], reps)
         out["topl_rerank_64"] = timed(lambda q: graph.rerank(q), queries, 3)
@@ -198,12 +199,9 @@ def main() -> None:
     )
     ap.add_argument("--dim", type=int, default=2048, help="feature dimension (resnet18: 512)")
     ap.add_argument("--candidates", type=int, default=1000, help="L of the top-L query search")
-    ap.add_argument("--ef-search", type=int, help="HNSW efSearch (default: the index's)")
-    ap.add_argument("--ef-construction", type=int, help="HNSW efConstruction")
-    ap.add_argument("--hnsw-m", type=int, help="HNSW M (graph degree)")
-    ap.add_argument(
-        "--far-ef-search", type=int, help="efSearch of the farthest-item search (rows' maxima)"
-    )
+    ap.add_argument("--pq-dims", type=int, help="dimensions per PQ sub-quantiser (the index's)")
+    ap.add_argument("--query-shortlist", type=int, help="a query's PQ shortlist (the index's)")
+    ap.add_argument("--list-shortlist", type=int, help="the lists' PQ shortlist (the index's)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--case", help=argparse.SUPPRESS)
@@ -219,10 +217,9 @@ def main() -> None:
         from vreid.workflows import index as wf
 
         for name, value in (
-            ("HNSW_EF_SEARCH", args.ef_search),
-            ("HNSW_EF_CONSTRUCTION", args.ef_construction),
-            ("HNSW_M", args.hnsw_m),
-            ("FAR_EF_SEARCH", args.far_ef_search),
+            ("PQ_DIMS", args.pq_dims),
+            ("QUERY_SHORTLIST", args.query_shortlist),
+            ("LIST_SHORTLIST", args.list_shortlist),
         ):
             if value:
                 setattr(wf, name, value)
@@ -243,10 +240,9 @@ def main() -> None:
                 "reps",
                 "dim",
                 "candidates",
-                "ef_search",
-                "ef_construction",
-                "hnsw_m",
-                "far_ef_search",
+                "pq_dims",
+                "query_shortlist",
+                "list_shortlist",
                 "threads",
             ):
                 value = getattr(args, flag)
@@ -266,8 +262,8 @@ def main() -> None:
             with open(path, "w") as fh:  # after every case: a later failure keeps the rows
                 json.dump(rows, fh, indent=1)
     hdr = (
-        "| gallery | dim | lists | build s | lists recall@100 | index MB (× feat+lists) | peak MB "
-        "| + faiss graph MB (× feat+lists) | plain 1 p50/p99 ms | plain 64 | faiss 1 | faiss 64 "
+        "| gallery | dim | lists | build s | lists recall@40 | index MB (× feat+lists) | peak MB "
+        "| + faiss PQ MB (× feat+lists) | plain 1 p50/p99 ms | plain 64 | faiss 1 | faiss 64 "
         "| faiss recall@100 | faiss same-identity recall | rerank 1 p50/p99 ms "
         "| rerank 64 | top-L rerank 1 | top-L rerank 64 | top-L recall@100 | full rerank 1 "
         "| case s |"
@@ -289,7 +285,7 @@ def main() -> None:
     for r in rows:
         print(
             f"| {r['size']} | {r['dim']} | {r['backend']} | {r['build_s']:.1f} | "
-            f"{r3(r.get('recall@100'))} | "
+            f"{r3(r.get('lists_recall@40'))} | "
             f"{r['index_MB']:.0f} ({r['ratio']:.2f}×) | {r['peak_rss_MB']:.0f} | {faiss_mb(r)} | "
             f"{f(r['plain_1'])} | {f(r['plain_64'])} | {f(r.get('faiss_1'))} | "
             f"{f(r.get('faiss_64'))} | {r3(r.get('query_recall@100'))} | "

@@ -14,7 +14,7 @@ from vreid.core.config import load_config
 from vreid.core.errors import VreidError
 from vreid.inference.extract import Extractor
 from vreid.retrieval.chain import RetrievalChain
-from vreid.retrieval.index_store import MANIFEST, GalleryIndex
+from vreid.retrieval.index_store import MANIFEST, GalleryIndex, write_manifest
 from vreid.retrieval.online import exact_neighbours
 from vreid.retrieval.online import timings as online_timings
 from vreid.workflows.index import (
@@ -145,6 +145,39 @@ def test_dataset_split_float16_and_cameras(random_checkpoints, tiny_synth, tmp_p
     )[0]
     assert len(hits) == 5
     assert all(h.camera >= 0 for h in hits)
+
+
+def test_faiss_pq_lists_recall_and_row_maxima(monkeypatch):
+    """Beyond PQ_MIN_ITEMS the faiss backend is PQ fast scan + exact re-scoring: the lists are
+    sorted exact distances (ties by id) and nearly the exact lists; row maxima from a sample are
+    lower bounds close to the exact ones."""
+    pytest.importorskip("faiss")
+    from vreid.workflows import index as wf
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 128)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 2000)] + 0.6 * rng.normal(size=(2000, 128)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    monkeypatch.setattr(wf, "EXACT_ROWMAX", 500)
+    monkeypatch.setattr(wf, "FAR_SAMPLE", 1000)
+    idx, d, rowmax, info = compute_neighbours(x, 20, backend="faiss")
+    assert info["index"] == "PQ32x4fs"  # 128-d: 4-d sub-vectors for queries
+    assert info["lists_index"] == "PQ16x4fs"  # 8-d for the lists
+    assert info["rowmax"] == "sample of 1000"
+    assert info["lists_recall@20"] > 0.95
+    assert info["recall@100"] > 0.95
+    ref_idx, _, ref_max = exact_neighbours(x, 20)
+    assert wf.recall_at(idx, ref_idx.numpy()) > 0.95
+    # exact distances of what was found, sorted, ties by id
+    np.testing.assert_allclose(d, ((x[:, None] - x[idx]) ** 2).sum(2), atol=1e-5)
+    assert (np.diff(d, axis=1) >= 0).all()
+    # the faiss search in batches (the last one partial) gives the same answer
+    ann = wf.ann_index(x)
+    whole = wf.ann_search(ann, x, x, 20, 80)
+    for got, want in zip(wf.ann_search(ann, x, x, 20, 80, batch=300), whole, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert (rowmax <= ref_max.numpy() + 1e-5).all()
+    assert np.mean(rowmax / ref_max.numpy()) > 0.97
 
 
 def test_faiss_lists_report_recall():
@@ -291,7 +324,7 @@ def test_faiss_index_queries_through_a_top_l_search(random_checkpoints, image_fo
         progress=False,
     )
     files = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
-    assert (out / files["hnsw"]).is_file()
+    assert (out / files["ann"]).is_file()
     queries = sorted(image_folders["query"].iterdir())
     full = Searcher(out, config=_cfg(), candidates=0)
     assert full.candidates == 0
@@ -309,8 +342,25 @@ def test_faiss_index_queries_through_a_top_l_search(random_checkpoints, image_fo
         assert np.argsort(a, kind="stable")[0] == np.argsort(e, kind="stable")[0]
     add_to_index(out, image_folders["more"], config=_cfg(), progress=False)
     grown = GalleryIndex(out).manifest["neighbours"]["files"]["model0"]
-    assert grown["hnsw"].startswith("neighbours/gen-00002/")
+    assert grown["ann"].startswith("neighbours/gen-00002/")
     assert Searcher(out, config=_cfg()).distances(feats)[0].shape[1] == GalleryIndex(out).count
+    # an index built before the PQ backend stored an HNSW graph under "hnsw": still searched
+    faiss = pytest.importorskip("faiss")
+    manifest = GalleryIndex(out).manifest
+    files = manifest["neighbours"]["files"]["model0"]
+    graph = faiss.IndexHNSWFlat(int(manifest["models"][0]["dim"]), 16)
+    graph.add(np.asarray(GalleryIndex(out).features("model0"), dtype=np.float32))
+    legacy = files.pop("ann").replace(".pq.faiss", ".hnsw.faiss")
+    faiss.write_index(graph, str(out / legacy))
+    files["hnsw"] = legacy
+    write_manifest(out, manifest)
+    old = Searcher(out, config=_cfg())
+    assert old.candidates == 1000
+    np.testing.assert_allclose(
+        old.distances(feats)[0],
+        Searcher(out, config=_cfg(), candidates=0).distances(feats)[0],
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("attributes", [False, True])

@@ -14,7 +14,8 @@ Layout of an index folder (see docs/readme/index.md)::
         <model>.rowmax.npy          (N,) float32 largest squared distance of each row
         <model>.meta.{indices,dists,rowmax,maxima}.npy   the same for the combined distance with
                                     the attribute heads (and per-component row maxima)
-        <model>.hnsw.faiss          the faiss backend's HNSW graph (queries' top-L search)
+        <model>.pq.faiss            the faiss backend's PQ codes (queries' top-L search; an
+                                    index built before this version: <model>.hnsw.faiss)
 
 Writers create new files (shards, a new neighbour generation), then atomically replace
 ``manifest.json`` with one listing them; a file the manifest does not list is never read, so an
@@ -41,6 +42,12 @@ FORMAT = "vreid-index"
 VERSION = 1
 MANIFEST = "manifest.json"
 ATTRIBUTE_HEADS = ("type", "color")
+
+
+def ann_file(files: dict[str, Any]) -> str | None:
+    """The faiss index file of a model's neighbour files (``ann``; ``hnsw`` in indexes built
+    before the PQ backend), or None (exact backend)."""
+    return files.get("ann") or files.get("hnsw")
 
 
 def shard_name(i: int) -> str:
@@ -178,15 +185,19 @@ class GalleryIndex:
         (14 bytes per entry with the index-order permutation), and the sparse re-ranking sets
         with the rank table (≈ 1,200 bytes per item and model: 1,173 measured at k1 = 20 on
         the index benchmark's features); twice the lists and sets with metadata lists; the
-        faiss graph (a copy of the features and ≈ 2M links per item) when there is one."""
+        faiss index: PQ codes (one byte per 2 sub-quantisers), or an older index's HNSW graph
+        (a copy of the features and ≈ 2M links per item)."""
         total = 0
         k = int(self.manifest["neighbours"]["k"])
         lists = 2 if self.metadata_weights else 1  # plain lists, and the metadata ones
         files = self.manifest["neighbours"]["files"]
         for m in self.manifest["models"]:
             total += self.count * (4 * int(m["dim"]) + lists * (14 * k + 4 + 1200))
-            if "hnsw" in files.get(m["name"], {}):  # the graph holds its own copy of the features
+            mine = files.get(m["name"], {})
+            if "hnsw" in mine:  # the graph holds its own copy of the features
                 total += self.count * (4 * int(m["dim"]) + 2 * 32 * 4)
+            elif "ann" in mine:  # 4-bit codes over 8-d sub-vectors at most: dim / 16 bytes
+                total += self.count * max(1, int(m["dim"]) // 16)
         return total
 
     def check_memory(self, fraction: float = 0.8) -> None:

@@ -48,6 +48,7 @@ from vreid.retrieval.index_store import (
     MANIFEST,
     VERSION,
     GalleryIndex,
+    ann_file,
     generation_name,
     read_manifest,
     shard_name,
@@ -95,18 +96,29 @@ def _model_names(checkpoints: Sequence[Path]) -> list[str]:
 
 
 # ---- neighbour lists
-#: HNSW graph degree, construction and search breadth of the faiss backend (measured in
-#: docs/readme/index.md: at 50k items recall@100 of the lists is 0.934 with efConstruction 80
-#: and efSearch 512, 0.965 with efConstruction 200)
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 512
+#: the faiss backend: 4-bit product quantisation over sub-vectors of PQ_DIMS dimensions,
+#: searched with faiss's SIMD fast scan; every answer is then re-scored with exact distances on
+#: the index's own features (faiss returns a shortlist, the exact pass orders it). Two
+#: precisions, measured at 1M items, 512-d (docs/readme/index.md): the stored index that
+#: answers queries has 4-d sub-vectors (64 bytes an item): a query's recall@100 0.963 with a
+#: shortlist of 10,000; the neighbour lists are searched in a coarser one built for the build
+#: (8-d, 32 bytes, half the scan): recall 0.998 of the lists with a shortlist of 160.
+PQ_DIMS = 4
+LIST_PQ_DIMS = 8
+#: galleries smaller than this use an exact flat faiss index (PQ needs training points)
+PQ_MIN_ITEMS = 1_000
+#: PQ training sample
+PQ_TRAIN = 65_536
+#: shortlist of a query's search (re-scored exactly) and of the neighbour lists (per row)
+QUERY_SHORTLIST = 10_000
+LIST_SHORTLIST = 100
 #: candidates L of a query's top-L search with the faiss backend (0: the full pass)
 DEFAULT_CANDIDATES = 1000
-#: efSearch of the farthest-item search (the nearest to −x). Measured on the benchmark's
-#: features (5k, 1000 rows): the true farthest found for 50.4 % / 82.6 % / 99.5 % of rows with
-#: efSearch 16 / 64 / 256 (largest shortfall of the maximum 2.9 % / 1.9 % / 1.2 %)
-FAR_EF_SEARCH = 256
+#: rows' maxima beyond EXACT_ROWMAX items: the farthest item (the nearest to −x, unit-norm
+#: features) among FAR_SAMPLE random items, from a shortlist of FAR_SHORTLIST
+EXACT_ROWMAX = 50_000
+FAR_SAMPLE = 100_000
+FAR_SHORTLIST = 16
 
 
 def _faiss() -> Any:
@@ -119,15 +131,79 @@ def _faiss() -> Any:
     return faiss
 
 
-def hnsw_index(feats: np.ndarray) -> Any:
-    """A faiss HNSW index (L2) of ``feats`` (n, D) float32 with the backend's parameters."""
+def ann_index(feats: np.ndarray, *, dims: int | None = None, seed: int = 0) -> Any:
+    """The faiss index (L2) of ``feats`` (n, D) float32 the faiss backend searches: PQ fast
+    scan (4-bit codes, ``dims`` — default :data:`PQ_DIMS` — dimensions per sub-quantiser), or
+    an exact flat index under :data:`PQ_MIN_ITEMS` items. It holds codes only;
+    :func:`ann_search` re-scores with the features."""
+    dims = dims or PQ_DIMS
     faiss = _faiss()
     x = np.ascontiguousarray(feats, dtype=np.float32)
-    index = faiss.IndexHNSWFlat(x.shape[1], HNSW_M)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    n, dim = x.shape
+    if n < PQ_MIN_ITEMS:
+        index = faiss.IndexFlatL2(dim)
+    else:
+        m = max([s for s in range(1, dim // dims + 1) if dim % s == 0], default=1)
+        index = faiss.IndexPQFastScan(dim, m, 4)
+        rng = np.random.default_rng(seed)
+        train = x if n <= PQ_TRAIN else x[np.sort(rng.choice(n, PQ_TRAIN, replace=False))]
+        index.train(train)
     index.add(x)
-    index.hnsw.efSearch = HNSW_EF_SEARCH
     return index
+
+
+def ann_search(
+    index: Any, feats: np.ndarray, x: np.ndarray, k: int, shortlist: int, *, batch: int = 16_384
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest items of ``feats`` (n, D) — indexed by ``index`` — to each row of
+    ``x`` (q, D): ``(d (q, k) float32 squared distances, ids (q, k) int64)``, sorted, ties by
+    id; a shortlist of ``max(k, shortlist)`` from the index, re-scored exactly (``batch`` rows
+    per faiss search). Slots the index cannot fill: id -1, d inf."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    s = min(max(k, shortlist), index.ntotal)
+    k = min(k, s)
+    d_out = np.empty((len(x), k), dtype=np.float32)
+    i_out = np.empty((len(x), k), dtype=np.int64)
+    step = max(1, (1 << 24) // max(1, s * x.shape[1]))  # ≤ 64 MiB of gathered features
+    for a in range(0, len(x), batch):  # faiss searches in large batches
+        xb = x[a : a + batch]
+        _, found = index.search(xb, s)
+        for b in range(0, len(found), step):
+            xs = xb[b : b + step]
+            # id order: ties by id after the stable sort below, and a gather in memory order
+            cand = np.sort(found[b : b + step], axis=1)
+            safe = np.maximum(cand, 0)
+            y = np.asarray(feats[safe.reshape(-1)]).reshape(*safe.shape, -1)
+            d = np.einsum("msd,msd->ms", y, y) - 2 * np.einsum("msd,md->ms", y, xs)
+            d += np.einsum("md,md->m", xs, xs)[:, None]
+            d = np.where(cand < 0, np.inf, np.maximum(d, 0)).astype(np.float32)
+            order = np.argsort(d, axis=1, kind="stable")[:, :k]
+            d_out[a + b : a + b + len(xs)] = np.take_along_axis(d, order, 1)
+            i_out[a + b : a + b + len(xs)] = np.take_along_axis(cand, order, 1)
+    return d_out, i_out
+
+
+def _row_maxima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
+    """(n,) largest squared distance of each row of ``x`` to ``y`` — the farthest item is the
+    nearest to −x for unit-norm features — and how it was found: exact up to
+    :data:`EXACT_ROWMAX` items of ``y``; beyond, among :data:`FAR_SAMPLE` random items (a
+    lower bound: the dense definition's maximum over all items is O(N²) at 10⁶)."""
+    faiss = _faiss()
+    if len(y) <= EXACT_ROWMAX:
+        flat = faiss.IndexFlatIP(y.shape[1])
+        flat.add(y)
+        _, far = flat.search(-x, 1)
+        return ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32), "exact"
+    rng = np.random.default_rng(1)
+    sub = y[np.sort(rng.choice(len(y), FAR_SAMPLE, replace=False))]
+    index = ann_index(sub)
+    out = np.empty(len(x), dtype=np.float32)
+    step = 8192
+    for a in range(0, len(x), step):
+        xs = x[a : a + step]
+        _, ids = ann_search(index, sub, -xs, FAR_SHORTLIST, FAR_SHORTLIST)
+        out[a : a + step] = ((sub[ids] - xs[:, None]) ** 2).sum(2).max(1)
+    return out, f"sample of {FAR_SAMPLE}"
 
 
 def compute_neighbours(
@@ -141,8 +217,10 @@ def compute_neighbours(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Top-k neighbours of every row of ``feats`` among ``others`` (default: itself):
     ``(indices int32, d float32, rowmax float32, info)``; ``info`` has the backend and, for
-    faiss, ``recall@100`` against exact search on a sample of rows. ``index``: a faiss index of
-    ``others`` already built (:func:`hnsw_index`; built here when None)."""
+    faiss, the recall of the lists and of a query's top 100 against exact search on a sample
+    of rows. ``index``: the stored faiss index of ``others`` (:func:`ann_index`; built here
+    when None), whose query recall is reported; the lists are searched in a coarser PQ index
+    (:data:`LIST_PQ_DIMS`) built here and dropped."""
     x = np.ascontiguousarray(feats, dtype=np.float32)
     y = x if others is None else np.ascontiguousarray(others, dtype=np.float32)
     info: dict[str, Any] = {"backend": backend}
@@ -156,39 +234,35 @@ def compute_neighbours(
         )
     if backend != "faiss":
         raise ConfigError(f"unknown index backend {backend!r} (use {', '.join(BACKENDS)})")
-    faiss = _faiss()
     k = min(k, len(y))
     if index is None:
-        index = hnsw_index(y)
-    info.update({"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
-    index.hnsw.efSearch = max(HNSW_EF_SEARCH, 2 * k)
-    info["efSearch"] = index.hnsw.efSearch
-    d, idx = index.search(x, k)
-    # ties by index, like the exact lists; faiss may leave -1 for unreachable slots
-    d = np.where(idx < 0, np.inf, d).astype(np.float32)
-    order = np.argsort(idx, axis=1, kind="stable")
-    d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
-    order = np.argsort(d, axis=1, kind="stable")
-    d, idx = np.take_along_axis(d, order, 1), np.take_along_axis(idx, order, 1)
-    # the row maximum: the farthest item is the nearest to −x for unit-norm features (exact
-    # up to 50k items; beyond, the flat search would cost what the exact lists cost)
-    info["rowmax"] = "exact" if len(y) <= 50_000 else "hnsw"
-    if len(y) <= 50_000:
-        far_index = faiss.IndexFlatIP(y.shape[1])
-        far_index.add(y)
-        _, far = far_index.search(-x, 1)
-    else:
-        _, far = index.search(-x, 1, params=faiss.SearchParametersHNSW(efSearch=FAR_EF_SEARCH))
-    rowmax = ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32)
+        index = ann_index(y)
+    info.update(_ann_info(index))
+    lists_index = ann_index(y, dims=LIST_PQ_DIMS)
+    info["lists_index"] = _ann_info(lists_index)["index"]
+    d, idx = ann_search(lists_index, y, x, k, max(LIST_SHORTLIST, 4 * k))
+    del lists_index
+    rowmax, info["rowmax"] = _row_maxima(x, y)
     rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
-    # recall@100 of the approximate lists against exact search on a sample
+    # recall against exact search on a sample: of the lists, and of a query's top 100
     rng = np.random.default_rng(0)
     sample = rng.choice(len(x), size=min(200, len(x)), replace=False)
     kk = min(100, len(y))
     exact_idx, _, _ = exact_neighbours(x[sample], kk, others=y, device=device)
-    _, approx = index.search(x[sample], kk)
-    info["recall@100"] = recall_at(approx, exact_idx.numpy())
+    exact_idx = exact_idx.numpy()
+    info[f"lists_recall@{k}"] = recall_at(idx[sample], exact_idx[:, :k])
+    _, approx = ann_search(index, y, x[sample], kk, QUERY_SHORTLIST)
+    info["recall@100"] = recall_at(approx, exact_idx)
     return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
+
+
+def _ann_info(index: Any) -> dict[str, Any]:
+    """What the manifest records of a faiss index: its kind and PQ size, the shortlists."""
+    pq = getattr(index, "M", None)
+    return {
+        "index": "flat" if pq is None else f"PQ{pq}x4fs",
+        "shortlist": {"query": QUERY_SHORTLIST, "lists": LIST_SHORTLIST},
+    }
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
@@ -199,27 +273,27 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def top_l_search(index: Any, gallery: np.ndarray, size: int) -> Any:
-    """``f(query (D,)) → (ids (L,), d (L,), largest d)``: a top-L search of the faiss ``index``
-    of ``gallery`` (n, D) (efSearch raised to L) and its farthest item (the nearest to −q, the
-    features being unit vectors) — the ``candidates`` of
+    """``f(query (D,)) → (ids (L,), d (L,), largest d)``: the top L of ``gallery`` (n, D) by
+    :func:`ann_search` of its faiss ``index`` (a shortlist of :data:`QUERY_SHORTLIST` or 4 L,
+    re-scored exactly) and its farthest item (the nearest to −q, the features being unit
+    vectors; the largest exact distance in a shortlist of 64) — the ``candidates`` of
     :class:`~vreid.retrieval.online.NeighbourGraph`."""
-    index.hnsw.efSearch = max(HNSW_EF_SEARCH, size)
     top = min(size, len(gallery))
-    far_params = _faiss().SearchParametersHNSW(efSearch=FAR_EF_SEARCH)
 
     def search(query: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
         x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
-        d, ids = index.search(x, top)
+        d, ids = ann_search(index, gallery, x, top, max(QUERY_SHORTLIST, 4 * top))
         keep = ids[0] >= 0
-        _, far = index.search(-x, 1, params=far_params)
-        return ids[0][keep], d[0][keep], float(((gallery[far[0, 0]] - x[0]) ** 2).sum())
+        _, far = ann_search(index, gallery, -x, 64, 64)
+        far = far[0][far[0] >= 0]
+        return ids[0][keep], d[0][keep], float(((gallery[far] - x) ** 2).sum(1).max())
 
     return search
 
 
-def _write_hnsw(root: Path, gen: int, model: str, index: Any) -> str:
-    """The faiss HNSW index of a model's gallery in the neighbour generation (atomically)."""
-    path = root / "neighbours" / generation_name(gen) / f"{model}.hnsw.faiss"
+def _write_ann(root: Path, gen: int, model: str, index: Any) -> str:
+    """The faiss index of a model's gallery in the neighbour generation (atomically)."""
+    path = root / "neighbours" / generation_name(gen) / f"{model}.pq.faiss"
     with atomic_path(path) as tmp:
         _faiss().write_index(index, str(tmp))
     return str(path.relative_to(root))
@@ -508,20 +582,20 @@ def build_index(
             progress,
         )
         heads = _weighted_heads(cfg, attr is not None)
-        hnsw_files: dict[str, str] = {}
+        ann_files: dict[str, str] = {}
         attrs = {h: np.load(root / shard["files"][f"attr:{h}"]).astype(np.float32) for h in heads}
         lists: dict[str, dict[str, np.ndarray]] = {}
         info: dict[str, Any] = {}
         for m in models:
             feats = np.load(root / shard["files"][f"model:{m['name']}"])
             m["dim"] = int(feats.shape[1])
-            hnsw = hnsw_index(feats) if backend == "faiss" else None
+            ann = ann_index(feats) if backend == "faiss" else None
             idx, d, rowmax, info[m["name"]] = compute_neighbours(
-                feats, neighbours, backend=backend, device=device, index=hnsw
+                feats, neighbours, backend=backend, device=device, index=ann
             )
             lists[m["name"]] = {"indices": idx, "dists": d, "rowmax": rowmax}
-            if hnsw is not None:
-                hnsw_files[m["name"]] = _write_hnsw(root, 1, m["name"], hnsw)
+            if ann is not None:
+                ann_files[m["name"]] = _write_ann(root, 1, m["name"], ann)
             if heads:
                 lists[m["name"]].update(
                     metadata_lists(
@@ -530,8 +604,8 @@ def build_index(
                 )
         nb = _write_neighbours(root, 1, lists)
         nb.update({"k": int(idx.shape[1]), "generation": 1, "info": info})
-        for name, rel in hnsw_files.items():
-            nb["files"][name]["hnsw"] = rel
+        for name, rel in ann_files.items():
+            nb["files"][name]["ann"] = rel
         if heads:
             nb["metadata"] = {"heads": list(heads), "weights": list(heads.values())}
         manifest = {
@@ -611,7 +685,7 @@ def add_to_index(
         gallery = GalleryIndex(root)
         lists: dict[str, dict[str, np.ndarray]] = {}
         info: dict[str, Any] = {}
-        hnsw_files: dict[str, str] = {}
+        ann_files: dict[str, str] = {}
         gen = int(manifest["neighbours"]["generation"]) + 1
         for m in manifest["models"]:
             name = m["name"]
@@ -630,12 +704,12 @@ def add_to_index(
             old_rowmax = np.maximum(rowmax, nmax.numpy())
             # new rows: against everything
             everything = np.concatenate([old_feats, new_feats])
-            hnsw = hnsw_index(everything) if backend == "faiss" else None
+            ann = ann_index(everything) if backend == "faiss" else None
             ai, ad, amax, info[name] = compute_neighbours(
-                new_feats, k, backend=backend, device=device, others=everything, index=hnsw
+                new_feats, k, backend=backend, device=device, others=everything, index=ann
             )
-            if hnsw is not None:
-                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
+            if ann is not None:
+                ann_files[name] = _write_ann(root, gen, name, ann)
             lists[name] = {
                 "indices": np.concatenate([mi.numpy().astype(np.int32), ai]),
                 "dists": np.concatenate([md.numpy(), ad]),
@@ -651,8 +725,8 @@ def add_to_index(
                 )
         nb = _write_neighbours(root, gen, lists)
         nb.update({"k": k, "generation": gen, "info": info})
-        for name, rel in hnsw_files.items():
-            nb["files"][name]["hnsw"] = rel
+        for name, rel in ann_files.items():
+            nb["files"][name]["ann"] = rel
         if "metadata" in manifest["neighbours"]:
             nb["metadata"] = manifest["neighbours"]["metadata"]
         manifest["shards"].append(shard)
@@ -753,7 +827,7 @@ def remove_from_index(
         removed = np.asarray(drop)
         lists: dict[str, dict[str, np.ndarray]] = {}
         info: dict[str, Any] = {}
-        hnsw_files: dict[str, str] = {}
+        ann_files: dict[str, str] = {}
         gen = int(manifest["neighbours"]["generation"]) + 1
         attrs = {h: np.asarray(gallery.attributes(h), dtype=np.float32) for h in heads}
         for m in manifest["models"]:
@@ -764,7 +838,7 @@ def remove_from_index(
             # rows to recompute: a removed item in the list, or at the row's maximum
             gone_max = exact_neighbours(rest, 1, others=feats[removed], device=device)[2]
             redo = np.isin(idx[keep], removed).any(1) | (gone_max.numpy() >= rowmax[keep])
-            hnsw = hnsw_index(rest) if backend == "faiss" else None
+            ann = ann_index(rest) if backend == "faiss" else None
             arrays = {
                 "indices": _renumber(idx, keep)[keep][:, :k],
                 "dists": np.asarray(d)[keep][:, :k],
@@ -773,19 +847,19 @@ def remove_from_index(
             rows = np.nonzero(redo)[0]
             if len(rows):
                 ri, rd, rmax, info[name] = compute_neighbours(
-                    rest[rows], k, backend=backend, device=device, others=rest, index=hnsw
+                    rest[rows], k, backend=backend, device=device, others=rest, index=ann
                 )
                 arrays["indices"][rows], arrays["dists"][rows] = ri, rd
                 arrays["rowmax"][rows] = rmax
             if heads:
                 arrays.update(_remove_metadata_lists(gallery, name, feats, attrs, keep, k, device))
             lists[name] = arrays
-            if hnsw is not None:
-                hnsw_files[name] = _write_hnsw(root, gen, name, hnsw)
+            if ann is not None:
+                ann_files[name] = _write_ann(root, gen, name, ann)
         nb = _write_neighbours(root, gen, lists)
         nb.update({"k": k, "generation": gen, "info": info})
-        for name, rel in hnsw_files.items():
-            nb["files"][name]["hnsw"] = rel
+        for name, rel in ann_files.items():
+            nb["files"][name]["ann"] = rel
         if "metadata" in manifest["neighbours"]:
             nb["metadata"] = manifest["neighbours"]["metadata"]
         manifest["shards"] = shards
@@ -887,9 +961,9 @@ class Searcher:
         self.progress = progress
         # faiss indexes: d(q, ·) from a top-L search (L = candidates; 0: the full pass)
         files = self.manifest["neighbours"]["files"]
-        has_hnsw = all("hnsw" in files[m] for m in self.index.models)
+        has_ann = all(ann_file(files[m]) for m in self.index.models)
         self.candidates = (
-            0 if not has_hnsw else DEFAULT_CANDIDATES if candidates is None else int(candidates)
+            0 if not has_ann else DEFAULT_CANDIDATES if candidates is None else int(candidates)
         )
         self.config.train.eval_flip = self.manifest["settings"]["flip"]
         self.items = self.index.items()
@@ -1001,7 +1075,7 @@ class Searcher:
         return rerank_online
 
     def _top_l(self, model: str) -> Any:
-        path = self.index.root / self.manifest["neighbours"]["files"][model]["hnsw"]
+        path = self.index.root / ann_file(self.manifest["neighbours"]["files"][model])
         index = _faiss().read_index(str(path))
         return top_l_search(index, self._gallery[model], self.candidates)
 
