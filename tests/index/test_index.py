@@ -178,6 +178,12 @@ def test_faiss_pq_lists_recall_and_row_maxima(monkeypatch):
         np.testing.assert_array_equal(got, want)
     assert (rowmax <= ref_max.numpy() + 1e-5).all()
     assert np.mean(rowmax / ref_max.numpy()) > 0.97
+    # a gallery between EXACT_ROWMAX and FAR_SAMPLE items: the sample is every item
+    monkeypatch.setattr(wf, "FAR_SAMPLE", 5000)
+    every, how = wf._row_maxima(x, x)
+    assert how == "sample of 2000"
+    assert (every <= ref_max.numpy() + 1e-5).all()
+    assert np.mean(every / ref_max.numpy()) > 0.99
 
 
 def test_faiss_lists_report_recall():

@@ -185,7 +185,7 @@ class GalleryIndex:
         (14 bytes per entry with the index-order permutation), and the sparse re-ranking sets
         with the rank table (≈ 1,200 bytes per item and model: 1,173 measured at k1 = 20 on
         the index benchmark's features); twice the lists and sets with metadata lists; the
-        faiss index: PQ codes (one byte per 2 sub-quantisers), or an older index's HNSW graph
+        faiss index: PQ codes (half a byte per sub-quantiser), or an older index's HNSW graph
         (a copy of the features and ≈ 2M links per item)."""
         total = 0
         k = int(self.manifest["neighbours"]["k"])
@@ -196,8 +196,8 @@ class GalleryIndex:
             mine = files.get(m["name"], {})
             if "hnsw" in mine:  # the graph holds its own copy of the features
                 total += self.count * (4 * int(m["dim"]) + 2 * 32 * 4)
-            elif "ann" in mine:  # 4-bit codes over 8-d sub-vectors at most: dim / 16 bytes
-                total += self.count * max(1, int(m["dim"]) // 16)
+            elif "ann" in mine:  # 4-bit codes over 4-d sub-vectors: dim / 8 bytes
+                total += self.count * max(1, int(m["dim"]) // 8)
         return total
 
     def check_memory(self, fraction: float = 0.8) -> None:

@@ -195,7 +195,8 @@ def _row_maxima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
         _, far = flat.search(-x, 1)
         return ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32), "exact"
     rng = np.random.default_rng(1)
-    sub = y[np.sort(rng.choice(len(y), FAR_SAMPLE, replace=False))]
+    size = min(FAR_SAMPLE, len(y))
+    sub = y[np.sort(rng.choice(len(y), size, replace=False))]
     index = ann_index(sub)
     out = np.empty(len(x), dtype=np.float32)
     step = 8192
@@ -203,7 +204,7 @@ def _row_maxima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
         xs = x[a : a + step]
         _, ids = ann_search(index, sub, -xs, FAR_SHORTLIST, FAR_SHORTLIST)
         out[a : a + step] = ((sub[ids] - xs[:, None]) ** 2).sum(2).max(1)
-    return out, f"sample of {FAR_SAMPLE}"
+    return out, f"sample of {size}"
 
 
 def compute_neighbours(
@@ -240,7 +241,8 @@ def compute_neighbours(
     info.update(_ann_info(index))
     lists_index = ann_index(y, dims=LIST_PQ_DIMS)
     info["lists_index"] = _ann_info(lists_index)["index"]
-    d, idx = ann_search(lists_index, y, x, k, max(LIST_SHORTLIST, 4 * k))
+    info["shortlist"]["lists"] = max(LIST_SHORTLIST, 4 * k)
+    d, idx = ann_search(lists_index, y, x, k, info["shortlist"]["lists"])
     del lists_index
     rowmax, info["rowmax"] = _row_maxima(x, y)
     rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
