@@ -776,7 +776,7 @@ def remove_from_index(
     """Drop items (ids, image paths or folders) from an index. The shards that lose items are
     rewritten under new numbers; every kept row whose list held a removed item, or whose row
     maximum (any component's, with metadata) came from one, is recomputed exactly against the
-    remaining gallery; the other rows only lose nothing and are renumbered. The faiss graph is
+    remaining gallery; the other rows only lose nothing and are renumbered. The faiss PQ index is
     rebuilt over the remaining items. Same guarantees as ``add``: the result equals a fresh
     build of the remaining items, and a crash leaves the previous index."""
     root = Path(index)
