@@ -183,28 +183,33 @@ def ann_search(
     return d_out, i_out
 
 
+def _farthest(index: Any, feats: np.ndarray, x: np.ndarray, shortlist: int) -> np.ndarray:
+    """(q,) float32: the largest squared distance from each row of ``x`` (q, D) to the
+    ``shortlist`` items of ``feats`` that ``index`` finds nearest to −x (the farthest for
+    unit-norm features)."""
+    out = np.empty(len(x), dtype=np.float32)
+    step = 8192  # bounds the gathered (step, shortlist, D) block
+    for a in range(0, len(x), step):
+        xs = x[a : a + step]
+        _, ids = ann_search(index, feats, -xs, shortlist, shortlist)
+        d = ((np.asarray(feats[np.maximum(ids, 0)]) - xs[:, None]) ** 2).sum(2)
+        out[a : a + step] = np.where(ids < 0, -np.inf, d).max(1)
+    return out
+
+
 def _row_maxima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
     """(n,) largest squared distance of each row of ``x`` to ``y`` — the farthest item is the
     nearest to −x for unit-norm features — and how it was found: exact up to
     :data:`EXACT_ROWMAX` items of ``y``; beyond, among :data:`FAR_SAMPLE` random items (a
     lower bound: the dense definition's maximum over all items is O(N²) at 10⁶)."""
-    faiss = _faiss()
     if len(y) <= EXACT_ROWMAX:
-        flat = faiss.IndexFlatIP(y.shape[1])
+        flat = _faiss().IndexFlatIP(y.shape[1])
         flat.add(y)
-        _, far = flat.search(-x, 1)
-        return ((x - y[far[:, 0]]) ** 2).sum(1).astype(np.float32), "exact"
+        return _farthest(flat, y, x, 1), "exact"
     rng = np.random.default_rng(1)
     size = min(FAR_SAMPLE, len(y))
     sub = y[np.sort(rng.choice(len(y), size, replace=False))]
-    index = ann_index(sub)
-    out = np.empty(len(x), dtype=np.float32)
-    step = 8192
-    for a in range(0, len(x), step):
-        xs = x[a : a + step]
-        _, ids = ann_search(index, sub, -xs, FAR_SHORTLIST, FAR_SHORTLIST)
-        out[a : a + step] = ((sub[ids] - xs[:, None]) ** 2).sum(2).max(1)
-    return out, f"sample of {size}"
+    return _farthest(ann_index(sub), sub, x, FAR_SHORTLIST), f"sample of {size}"
 
 
 def compute_neighbours(
@@ -238,11 +243,11 @@ def compute_neighbours(
     k = min(k, len(y))
     if index is None:
         index = ann_index(y)
-    info.update(_ann_info(index))
     lists_index = ann_index(y, dims=LIST_PQ_DIMS)
-    info["lists_index"] = _ann_info(lists_index)["index"]
-    info["shortlist"]["lists"] = max(LIST_SHORTLIST, 4 * k)
-    d, idx = ann_search(lists_index, y, x, k, info["shortlist"]["lists"])
+    shortlist = max(LIST_SHORTLIST, 4 * k)
+    info["index"], info["lists_index"] = _ann_kind(index), _ann_kind(lists_index)
+    info["shortlist"] = {"query": QUERY_SHORTLIST, "lists": shortlist}
+    d, idx = ann_search(lists_index, y, x, k, shortlist)
     del lists_index
     rowmax, info["rowmax"] = _row_maxima(x, y)
     rowmax = np.maximum(rowmax, np.where(np.isfinite(d), d, 0).max(1))
@@ -258,13 +263,11 @@ def compute_neighbours(
     return idx.astype(np.int32), np.where(np.isfinite(d), d, 4.0).astype(np.float32), rowmax, info
 
 
-def _ann_info(index: Any) -> dict[str, Any]:
-    """What the manifest records of a faiss index: its kind and PQ size, the shortlists."""
+def _ann_kind(index: Any) -> str:
+    """What the manifest records of a faiss index: ``flat``, or ``PQ<M>x4fs`` (M sub-quantisers
+    of 4 bits, fast scan)."""
     pq = getattr(index, "M", None)
-    return {
-        "index": "flat" if pq is None else f"PQ{pq}x4fs",
-        "shortlist": {"query": QUERY_SHORTLIST, "lists": LIST_SHORTLIST},
-    }
+    return "flat" if pq is None else f"PQ{pq}x4fs"
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
@@ -286,9 +289,7 @@ def top_l_search(index: Any, gallery: np.ndarray, size: int) -> Any:
         x = np.ascontiguousarray(query.cpu().numpy().reshape(1, -1), dtype=np.float32)
         d, ids = ann_search(index, gallery, x, top, max(QUERY_SHORTLIST, 4 * top))
         keep = ids[0] >= 0
-        _, far = ann_search(index, gallery, -x, 64, 64)
-        far = far[0][far[0] >= 0]
-        return ids[0][keep], d[0][keep], float(((gallery[far] - x) ** 2).sum(1).max())
+        return ids[0][keep], d[0][keep], float(_farthest(index, gallery, x, 64)[0])
 
     return search
 
